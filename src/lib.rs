@@ -1,0 +1,28 @@
+//! docker-worker: runs Taskcluster tasks in Docker containers.
+//!
+//! Module map (each file owns one thing):
+//! - [`config`]: worker settings (file + env + CLI), validated once.
+//! - [`payload`]: the task payload types and their validation.
+//! - [`docker`]: a thin wrapper over the Docker API (images, containers, archives, labels).
+//! - [`livelog`]: the task log: one writer, a backing file, many live readers, the HTTP server.
+//! - [`task`]: one task from start to outcome (the engine).
+//! - [`artifacts`]: container tar stream to artifact sink, streamed.
+//! - [`resolution`]: outcome to queue resolution, the only mapping.
+//! - [`local`]: `docker-worker run`, one task with a local sink.
+//! - [`queue`]: the Taskcluster queue client.
+//! - [`worker`]: the claim loop (`docker-worker start`).
+//! - [`deploy`]: `dw-deploy`, baking host images with packer.
+//! - [`testkit`]: fake queue, image builder, suites and benchmarks for `dw-test`.
+
+pub mod artifacts;
+pub mod config;
+pub mod deploy;
+pub mod docker;
+pub mod livelog;
+pub mod local;
+pub mod payload;
+pub mod queue;
+pub mod resolution;
+pub mod task;
+pub mod testkit;
+pub mod worker;
