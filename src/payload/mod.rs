@@ -164,8 +164,19 @@ pub struct PayloadErrors(pub Vec<PayloadError>);
 
 impl Payload {
     /// Validate a raw payload, collecting every error.
-    pub fn parse(value: &serde_json::Value, ctx: &ValidationContext) -> Result<Payload, PayloadErrors> {
+    pub fn parse(
+        value: &serde_json::Value,
+        ctx: &ValidationContext,
+    ) -> Result<Payload, PayloadErrors> {
         let _ = (value, ctx);
         todo!("payload validation")
+    }
+}
+
+/// TEMPORARY (replaced by the payload branch).
+pub fn backing_log_name(log: &str) -> String {
+    match log.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => format!("{stem}_backing.{ext}"),
+        _ => format!("{log}_backing"),
     }
 }

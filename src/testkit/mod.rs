@@ -1,1 +1,4 @@
-//! testkit
+//! Test support used by `dw-test` and the integration tests: test images, the fake queue,
+//! suites and benchmarks.
+
+pub mod images;
