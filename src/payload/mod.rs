@@ -162,21 +162,80 @@ pub struct PayloadError {
 #[error("{}", .0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("\n"))]
 pub struct PayloadErrors(pub Vec<PayloadError>);
 
+mod parse;
+#[cfg(test)]
+mod tests;
+
+/// The default live log artifact name.
+pub const DEFAULT_LOG_NAME: &str = "public/logs/live.log";
+
+/// Largest `maxRunTime` the schema allows (one day).
+pub const MAX_RUN_TIME_LIMIT: u64 = 86_400;
+
 impl Payload {
-    /// Validate a raw payload, collecting every error.
+    /// Validate a raw payload, collecting every error (each with its JSON path).
+    ///
+    /// Accepts the 2014 legacy form too: string artifacts, `bufferLog` / `azureLivelog`, and a
+    /// missing `maxRunTime` (which takes `ctx.default_max_run_time`).
     pub fn parse(
         value: &serde_json::Value,
         ctx: &ValidationContext,
     ) -> Result<Payload, PayloadErrors> {
-        let _ = (value, ctx);
-        todo!("payload validation")
+        parse::parse(value, ctx)
+    }
+
+    /// Name of the backing log artifact for this payload's live log (see [`backing_log_name`]).
+    pub fn backing_log_name(&self) -> String {
+        backing_log_name(&self.log)
     }
 }
 
-/// TEMPORARY (replaced by the payload branch).
+/// The backing log artifact name: `_backing` inserted before the extension of the last path segment
+/// (`public/logs/live.log` -> `public/logs/live_backing.log`, `apple/banana.log.txt` ->
+/// `apple/banana.log_backing.txt`), or appended when there is no extension.
 pub fn backing_log_name(log: &str) -> String {
-    match log.rsplit_once('.') {
-        Some((stem, ext)) if !ext.contains('/') => format!("{stem}_backing.{ext}"),
+    let segment_start = log.rfind('/').map_or(0, |i| i + 1);
+    match log[segment_start..].rfind('.') {
+        // A leading dot (`.log`) marks a hidden name, not an extension.
+        Some(dot) if dot > 0 => {
+            let at = segment_start + dot;
+            format!("{}_backing{}", &log[..at], &log[at..])
+        }
         _ => format!("{log}_backing"),
+    }
+}
+
+impl Image {
+    /// The Docker image reference to pull, for the forms that name one directly.
+    pub fn docker_name(&self) -> Option<&str> {
+        match self {
+            Image::Name(name) | Image::DockerImage { name } => Some(name),
+            Image::IndexedImage { .. } | Image::TaskImage { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Image::Name(name) | Image::DockerImage { name } => f.write_str(name),
+            Image::IndexedImage { namespace, path } => {
+                write!(f, "artifact {path} from indexed task {namespace}")
+            }
+            Image::TaskImage { task_id, path } => write!(f, "artifact {path} from task {task_id}"),
+        }
+    }
+}
+
+impl PayloadErrors {
+    /// The errors, in the order they were found.
+    pub fn errors(&self) -> &[PayloadError] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
     }
 }
