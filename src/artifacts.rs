@@ -289,6 +289,7 @@ impl Collector<'_> {
     ) -> Result<(), Failure> {
         let spool = tempfile::Builder::new()
             .prefix("artifact-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(self.scratch)?
             .into_temp_path();
         let mut file = tokio::fs::File::create(&spool).await?;

@@ -160,7 +160,7 @@ impl Docker {
             .stream(true)
             .stdout(true)
             .stderr(true)
-            .logs(true)
+            .logs(false)
             .build();
         let attached = self
             .inner

@@ -1,0 +1,24 @@
+# docker-worker: the two commands a new machine needs are `make demo` and `make test`.
+CARGO ?= cargo
+DW_TEST = target/debug/dw-test
+DOCKER_WORKER = target/debug/docker-worker
+
+.PHONY: build images demo test bench clean
+
+build:
+	$(CARGO) build --bins
+
+# taskenv_pass:latest and taskenv_fail:latest, from local content (static busybox) only.
+images: build
+	$(DW_TEST) images
+
+# The original README's example: prints Hello World, writes ./artifacts/passwd.txt and result.json.
+demo: images
+	$(DOCKER_WORKER) run examples/hello.json --artifacts-dir artifacts
+
+test: images
+	$(CARGO) test --all-targets
+
+clean:
+	$(CARGO) clean
+	rm -rf artifacts
