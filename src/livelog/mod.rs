@@ -196,7 +196,7 @@ mod tests {
         let (info, error) = text.split_once("\r\n").unwrap();
         assert!(info.starts_with("[taskcluster 2"), "{info}");
         assert!(info.ends_with("Z] hello"), "{info}");
-        assert_eq!(&info[17..18], " ", "T replaced by a space: {info}");
+        assert_eq!(&info[23..24], " ", "T replaced by a space: {info}");
         assert_eq!(error, "\r\n[taskcluster:error] bad\r\n");
     }
 

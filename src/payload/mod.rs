@@ -169,6 +169,19 @@ mod tests;
 /// The default live log artifact name.
 pub const DEFAULT_LOG_NAME: &str = "public/logs/live.log";
 
+/// Schema feature names (`payload.features.<name>`, `features.<name>.enabled` in the worker config).
+pub const FEATURE_NAMES: [&str; 9] = [
+    "localLiveLog",
+    "bulkLog",
+    "taskclusterProxy",
+    "artifacts",
+    "dind",
+    "dockerSave",
+    "interactive",
+    "allowPtrace",
+    "chainOfTrust",
+];
+
 /// Largest `maxRunTime` the schema allows (one day).
 pub const MAX_RUN_TIME_LIMIT: u64 = 86_400;
 

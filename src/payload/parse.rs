@@ -8,21 +8,9 @@ use serde_json::{Map, Number, Value};
 
 use super::{
     ArtifactKind, ArtifactSpec, Capabilities, Devices, Features, Image, OnExitStatus, Payload,
-    PayloadError, PayloadErrors, ValidationContext, DEFAULT_LOG_NAME, MAX_RUN_TIME_LIMIT,
+    PayloadError, PayloadErrors, ValidationContext, DEFAULT_LOG_NAME, FEATURE_NAMES,
+    MAX_RUN_TIME_LIMIT,
 };
-
-/// Schema feature names, in schema order.
-const FEATURE_NAMES: [&str; 9] = [
-    "localLiveLog",
-    "bulkLog",
-    "taskclusterProxy",
-    "artifacts",
-    "dind",
-    "dockerSave",
-    "interactive",
-    "allowPtrace",
-    "chainOfTrust",
-];
 
 const IMAGE_TYPES: &str = r#""docker-image", "indexed-image" or "task-image""#;
 

@@ -114,12 +114,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_within_the_jitter() {
-        let s = DockerSettings {
-            max_attempts: 5,
-            delay_factor: 100,
-            randomization_factor: 0.25,
-            allow_privileged: false,
-        };
+        let mut s = crate::config::WorkerConfig::default().docker_config;
+        s.delay_factor = 100;
+        s.randomization_factor = 0.25;
         for attempt in 1..=4u32 {
             let base = 100.0 * 2f64.powi(attempt as i32 - 1);
             for _ in 0..50 {

@@ -21,7 +21,7 @@ use crate::artifacts::{self, ArtifactReport, ArtifactSink};
 use crate::config::WorkerConfig;
 use crate::docker::Docker;
 use crate::livelog::TaskLog;
-use crate::payload::{Image, Payload, ValidationContext};
+use crate::payload::{Image, Payload};
 use crate::resolution::{resolve, AbortReason, Outcome, Resolution};
 
 /// How long to keep reading output after the container exited before giving up on the stream.
@@ -353,18 +353,7 @@ impl Engine {
     }
 
     fn validate(&self, task: &TaskRun) -> Result<Payload, String> {
-        let disabled_features = self
-            .config
-            .features
-            .iter()
-            .filter(|(_, enabled)| !**enabled)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let ctx = ValidationContext {
-            task_expires: task.task_expires,
-            default_max_run_time: self.config.task.default_max_run_time,
-            disabled_features,
-        };
+        let ctx = self.config.validation_context(task.task_expires);
         Payload::parse(&task.payload, &ctx).map_err(|e| e.to_string())
     }
 

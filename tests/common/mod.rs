@@ -63,12 +63,14 @@ impl Sandbox {
 
     /// A worker config for this sandbox.
     pub fn config(&self) -> WorkerConfig {
-        let mut c = WorkerConfig::default();
-        c.worker_id = self.worker_id.clone();
-        c.worker_group = "test-group".into();
-        c.provisioner_id = "test-prov".into();
-        c.worker_type = "test-type".into();
-        c.root_url = "http://taskcluster.test".into();
+        let mut c = WorkerConfig {
+            worker_id: self.worker_id.clone(),
+            worker_group: "test-group".into(),
+            provisioner_id: "test-prov".into(),
+            worker_type: "test-type".into(),
+            root_url: "http://taskcluster.test".into(),
+            ..WorkerConfig::default()
+        };
         c.docker_config.delay_factor = 10;
         c
     }
