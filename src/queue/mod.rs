@@ -438,3 +438,25 @@ impl RunClient {
             .map_err(|e| QueueError::from_taskcluster("finishArtifact", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>() {}
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn clients_and_their_futures_can_move_between_tasks() {
+        is_send_sync::<QueueClient>();
+        is_send_sync::<RunClient>();
+        let qc = QueueClient::new("http://127.0.0.1:1", Credentials::new("c", "t")).unwrap();
+        let run = qc
+            .run_client_for("T", 0, Credentials::new("c", "t"), Utc::now())
+            .unwrap();
+        let src = BytesSource(bytes::Bytes::from_static(b"x"));
+        is_send(&run.upload_file("a", "text/plain", Utc::now(), &src));
+        is_send(&run.reclaim());
+        is_send(&qc.claim_work("p/w", "g", "w", 1));
+    }
+}
