@@ -734,6 +734,54 @@ async fn put_failures_give_up_after_the_retries() {
     assert_eq!(puts, 3, "first try + 2 retries");
 }
 
+#[tokio::test]
+async fn an_expired_upload_url_is_replaced_before_the_put() {
+    let server = MockServer::start().await;
+    let c1 = temp_credentials("task-run/1");
+    let object_creds = temp_credentials("object-upload/1");
+    mount_object_service(&server, &object_creds).await;
+    for (url_path, url_expires) in [
+        ("/bucket/stale", "2001-01-01T00:00:00.000Z"),
+        ("/bucket/fresh", "2030-01-01T00:00:00.000Z"),
+    ] {
+        Mock::given(method("PUT"))
+            .and(path(object_path("upload")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "projectId": "none", "uploadId": UPLOAD_ID, "expires": "2030-01-31T12:00:00.000Z",
+                "uploadMethod": {"putUrl": {"url": format!("{}{url_path}", server.uri()),
+                    "expires": url_expires, "headers": {}}}
+            })))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("PUT"))
+        .and(path_regex("^/bucket/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let run = run_client(&server, &c1).await;
+    run.upload_file(
+        "public/build/out.bin",
+        "application/octet-stream",
+        expires(),
+        &BytesSource(Bytes::from(vec![7u8; 10_000])),
+    )
+    .await
+    .unwrap();
+    let puts: Vec<String> = requests(&server)
+        .await
+        .iter()
+        .filter(|r| r.url.path().starts_with("/bucket/"))
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(
+        puts,
+        vec!["/bucket/fresh"],
+        "nothing is sent to an expired URL"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // s3 uploads
 
@@ -804,7 +852,7 @@ async fn s3_artifacts_are_gzipped_unless_already_compressed() {
     assert_eq!(put.headers["content-length"], put.body.len().to_string());
     assert!(put.body.len() < log.len() / 10);
     let mut unzipped = Vec::new();
-    flate2_free_gunzip(&put.body, &mut unzipped).await;
+    gunzip(&put.body, &mut unzipped).await;
     assert_eq!(unzipped, log);
     assert_eq!(
         create,
@@ -817,8 +865,46 @@ async fn s3_artifacts_are_gzipped_unless_already_compressed() {
     assert_eq!(raw.body, log);
 }
 
+#[tokio::test]
+async fn a_failed_s3_put_is_retried_with_a_new_put_url() {
+    let server = MockServer::start().await;
+    let c1 = temp_credentials("task-run/1");
+    Mock::given(method("PUT"))
+        .and(path("/s3/put"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_s3(&server).await;
+    let run = s3_client(&server, &c1).await;
+    run.upload_file(
+        "public/x.png",
+        "image/png",
+        expires(),
+        &BytesSource(Bytes::from_static(b"png")),
+    )
+    .await
+    .unwrap();
+    let seq: Vec<String> = requests(&server)
+        .await
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    let create = format!("POST /api/queue/v1/task/{TASK_ID}/runs/0/artifacts/public%2Fx.png");
+    assert_eq!(
+        seq,
+        vec![
+            create.clone(),
+            "PUT /s3/put".into(),
+            create,
+            "PUT /s3/put".into()
+        ]
+    );
+}
+
 /// Decompress with the same crate the client uses (no extra test dependency).
-async fn flate2_free_gunzip(data: &[u8], out: &mut Vec<u8>) {
+async fn gunzip(data: &[u8], out: &mut Vec<u8>) {
     let mut dec = async_compression::tokio::bufread::GzipDecoder::new(data);
     dec.read_to_end(out).await.unwrap();
 }

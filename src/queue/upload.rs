@@ -29,6 +29,9 @@ use super::types::{
 };
 use super::RunClient;
 
+/// Largest `dataInline` content: its base64 must fit the schema's 10926 characters.
+const MAX_INLINE: u64 = 8 * 1024;
+
 /// Size of the chunks streamed to an upload URL.
 const CHUNK: usize = 64 * 1024;
 
@@ -120,7 +123,8 @@ pub struct UploadOptions {
     pub gzip: bool,
     /// Name endings that are already compressed (`artifacts.skipCompressionExtensions`).
     pub skip_compression_extensions: Vec<String>,
-    /// For `object`: content up to this many bytes goes inline (`dataInline`) in createUpload.
+    /// For `object`: content up to this many bytes (at most 8 KiB) goes inline (`dataInline`) in
+    /// createUpload.
     pub inline_limit: u64,
     /// Where gzip stages compressed content (the system temp dir when `None`).
     pub temp_dir: Option<PathBuf>,
@@ -237,7 +241,7 @@ async fn upload_object(
         }
     };
 
-    let hashes = if len <= services.upload.inline_limit {
+    let hashes = if len <= services.upload.inline_limit.min(MAX_INLINE) {
         // Small: the content goes in the createUpload request itself.
         let data = read_small(source, name).await?;
         let hashes = hash_bytes(&data);
