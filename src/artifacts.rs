@@ -35,25 +35,7 @@ pub struct ArtifactFile {
     pub size: u64,
 }
 
-/// Why an artifact could not be read from the container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorReason {
-    /// Nothing exists at the path.
-    FileMissingOnWorker,
-    /// Something exists but is not what the payload said (file vs directory).
-    InvalidResourceOnWorker,
-}
-
-impl ErrorReason {
-    /// The reason as the queue spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorReason::FileMissingOnWorker => "file-missing-on-worker",
-            ErrorReason::InvalidResourceOnWorker => "invalid-resource-on-worker",
-        }
-    }
-}
+pub use crate::queue::ErrorArtifactReason as ErrorReason;
 
 /// An `error` artifact: the name, why, and a message for people.
 #[derive(Debug, Clone, PartialEq, Serialize)]

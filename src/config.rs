@@ -150,16 +150,7 @@ pub struct ShutdownSettings {
     pub after_idle_seconds: u64,
 }
 
-/// Where artifacts are uploaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageType {
-    /// The object service (createUpload, PUT, finishUpload).
-    #[default]
-    Object,
-    /// A `putUrl` from createArtifact (older deployments).
-    S3,
-}
+pub use crate::queue::{Credentials, StorageType};
 
 /// `artifacts.*`.
 #[derive(Debug, Clone)]
@@ -195,30 +186,6 @@ pub struct LiveLogSettings {
     pub port: u16,
     /// Base URL readers use, when it differs from `http(s)://host:port`.
     pub public_url: Option<url::Url>,
-}
-
-/// Taskcluster credentials. `Debug` never shows the token or the certificate.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// `clientId`.
-    pub client_id: String,
-    /// `accessToken` (secret).
-    pub access_token: String,
-    /// Temporary-credentials certificate (JSON text), if any.
-    pub certificate: Option<String>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("client_id", &self.client_id)
-            .field("access_token", &"<hidden>")
-            .field(
-                "certificate",
-                &self.certificate.as_ref().map(|_| "<hidden>"),
-            )
-            .finish()
-    }
 }
 
 /// Login for one registry in `registries`. `Debug` never shows the password.

@@ -1,8 +1,6 @@
 //! How a run ends: the engine's [`Outcome`] mapped to the queue's vocabulary. This is the only
 //! place that decides it (DESIGN.md §2, resolution table).
 
-use serde::Serialize;
-
 /// Why a run was stopped from outside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AbortReason {
@@ -37,34 +35,7 @@ pub enum Outcome {
     InternalError(String),
 }
 
-/// Exception reasons the queue accepts from a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExceptionReason {
-    /// The payload is invalid.
-    MalformedPayload,
-    /// The worker is shutting down; the queue retries.
-    WorkerShutdown,
-    /// A retriable failure; the queue retries.
-    IntermittentTask,
-    /// The worker itself failed.
-    InternalError,
-    /// A resource (e.g. an image artifact) could not be used.
-    ResourceUnavailable,
-}
-
-impl ExceptionReason {
-    /// The reason as the queue spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExceptionReason::MalformedPayload => "malformed-payload",
-            ExceptionReason::WorkerShutdown => "worker-shutdown",
-            ExceptionReason::IntermittentTask => "intermittent-task",
-            ExceptionReason::InternalError => "internal-error",
-            ExceptionReason::ResourceUnavailable => "resource-unavailable",
-        }
-    }
-}
+pub use crate::queue::ExceptionReason;
 
 /// The one queue call that ends a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -304,6 +304,19 @@ pub enum ExceptionReason {
     IntermittentTask,
 }
 
+impl ExceptionReason {
+    /// The reason as the queue spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExceptionReason::WorkerShutdown => "worker-shutdown",
+            ExceptionReason::MalformedPayload => "malformed-payload",
+            ExceptionReason::ResourceUnavailable => "resource-unavailable",
+            ExceptionReason::InternalError => "internal-error",
+            ExceptionReason::IntermittentTask => "intermittent-task",
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub(crate) struct ExceptionRequest {
     pub reason: ExceptionReason,
@@ -324,6 +337,18 @@ pub enum ErrorArtifactReason {
     TooLargeFileOnWorker,
     /// The file could not be read.
     FileNotReadableOnWorker,
+}
+
+impl ErrorArtifactReason {
+    /// The reason as the queue spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorArtifactReason::FileMissingOnWorker => "file-missing-on-worker",
+            ErrorArtifactReason::InvalidResourceOnWorker => "invalid-resource-on-worker",
+            ErrorArtifactReason::TooLargeFileOnWorker => "too-large-file-on-worker",
+            ErrorArtifactReason::FileNotReadableOnWorker => "file-not-readable-on-worker",
+        }
+    }
 }
 
 /// Body of `createArtifact`, one variant per storage type.
