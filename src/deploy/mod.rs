@@ -82,7 +82,7 @@ pub async fn run_packer(request: PackerRequest) -> Result<i32, DeployError> {
     EnvFile::load(&defaults_path, FileKind::Defaults)?;
     let opts = EnvFile::load(&opts_path, FileKind::Options)?;
     warn_if_readable_by_others(&opts_path);
-    let secrets = Secrets::new(opts.secret_values());
+    let secrets = Secrets::new(opts.secret_values()).with_packer_escapes();
 
     let packer_path = packer::find_on_path("packer");
     if packer_path.is_none() && !request.dry_run {

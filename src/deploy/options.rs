@@ -382,7 +382,8 @@ fn parse_value(name: &str, text: &str) -> Result<String, String> {
     }
     let trailing = &text[end..];
     let after = trailing.trim_start();
-    if !after.is_empty() && !(after.starts_with('#') && trailing.len() != after.len()) {
+    let comment = after.starts_with('#') && trailing.len() != after.len();
+    if !after.is_empty() && !comment {
         return Err(format!(
             "`{name}`: unexpected text after the value; quote the whole value (a comment needs a space before `#`)"
         ));
@@ -427,19 +428,18 @@ fn check_value(key: &Key, value: &str, kind: FileKind) -> Result<(), String> {
         return Err(format!("`{name}` contains a control character"));
     }
     match name {
-        "TASKCLUSTER_ROOT_URL" => {
+        "TASKCLUSTER_ROOT_URL"
             if !(value.starts_with("https://") || value.starts_with("http://"))
-                || value.contains(char::is_whitespace)
-            {
-                return Err(format!(
-                    "`{name}` must be an http:// or https:// URL without spaces"
-                ));
-            }
+                || value.contains(char::is_whitespace) =>
+        {
+            return Err(format!(
+                "`{name}` must be an http:// or https:// URL without spaces"
+            ));
         }
-        "TASKCLUSTER_CLIENT_ID" | "TASKCLUSTER_ACCESS_TOKEN" => {
-            if value.contains(char::is_whitespace) {
-                return Err(format!("`{name}` must not contain spaces"));
-            }
+        "TASKCLUSTER_CLIENT_ID" | "TASKCLUSTER_ACCESS_TOKEN"
+            if value.contains(char::is_whitespace) =>
+        {
+            return Err(format!("`{name}` must not contain spaces"));
         }
         "DOCKER_WORKER_OPTS" => {
             let words = shell_words::split(value)

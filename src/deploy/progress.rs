@@ -94,6 +94,7 @@ impl Progress {
         match (m.kind.as_str(), m.data.first().map(String::as_str)) {
             ("ui", Some(level @ ("say" | "message" | "error"))) => {
                 let text = m.data[1..].join(",");
+                let text = self.secrets.redact(&text);
                 let text = text.trim_end_matches(['\n', '\r']);
                 if level == "say" {
                     if let Some(step) = text.trim_start_matches('\n').strip_prefix("==> ") {

@@ -20,6 +20,17 @@ impl Secrets {
         Secrets { values }
     }
 
+    /// Also redacts the values as packer's `-machine-readable` output escapes them (commas as
+    /// `%!(PACKER_COMMA)`, line breaks as `\n`), so raw lines are covered too.
+    pub fn with_packer_escapes(self) -> Secrets {
+        let escaped = self.values.iter().map(|v| {
+            v.replace(',', "%!(PACKER_COMMA)")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+        });
+        Secrets::new(self.values.clone().into_iter().chain(escaped))
+    }
+
     /// `text` with every credential value replaced by [`REDACTED`].
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
@@ -41,5 +52,7 @@ mod tests {
         let s = Secrets::new(["abc".to_string(), "abcdef".to_string(), String::new()]);
         assert_eq!(s.redact("x abcdef abc"), "x [redacted] [redacted]");
         assert!(matches!(s.redact("nothing"), Cow::Borrowed(_)));
+        let s = Secrets::new(["{\"a\",\"b\"}".to_string()]).with_packer_escapes();
+        assert_eq!(s.redact("x {\"a\"%!(PACKER_COMMA)\"b\"}"), "x [redacted]");
     }
 }
