@@ -707,3 +707,66 @@ fn real_packer_validates_the_template_with_dw_deploys_variables() {
         .unwrap();
     w.assert_tmp_empty();
 }
+
+/// Without `--binary`, dw-deploy runs `cargo build --release --bin docker-worker` (here a fake
+/// cargo named by `$CARGO`, as `cargo run` sets it) and stages the executable cargo reports.
+#[test]
+fn without_binary_flag_stages_the_release_build() {
+    let w = World::new(&good_options());
+    let built = w.path("release-docker-worker");
+    fs::write(&built, b"release build\n").unwrap();
+    let cargo = w.path("bin/fake-cargo");
+    fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" > '{args}'\n\
+             echo '{{\"reason\":\"compiler-artifact\",\"target\":{{\"name\":\"docker-worker\"}},\"executable\":\"{exe}\"}}'\n\
+             echo '{{\"reason\":\"build-finished\",\"success\":true}}'\n",
+            args = w.path("record/cargo-args").display(),
+            exe = built.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&cargo, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = cargo_bin_cmd!("dw-deploy");
+    c.current_dir(repo())
+        .env("PATH", w.path_var())
+        .env("TMPDIR", w.path("tmp"))
+        .env("FAKE_PACKER_RECORD", w.path("record"))
+        .env("CARGO", &cargo)
+        .args(["packer", "-var", &w.opts_var()])
+        .assert()
+        .success();
+    assert_eq!(
+        w.record("cargo-args").trim(),
+        "build --release --bin docker-worker --message-format=json-render-diagnostics"
+    );
+    assert_eq!(
+        fs::read(w.path("record/staged/docker-worker")).unwrap(),
+        b"release build\n"
+    );
+    w.assert_tmp_empty();
+
+    // A failing build stops dw-deploy before packer, and cleans up.
+    fs::write(
+        &cargo,
+        "#!/bin/sh\necho 'error[E0001]: broken' >&2\nexit 101\n",
+    )
+    .unwrap();
+    let _ = fs::remove_dir_all(w.path("record"));
+    fs::create_dir(w.path("record")).unwrap();
+    let mut c = cargo_bin_cmd!("dw-deploy");
+    c.current_dir(repo())
+        .env("PATH", w.path_var())
+        .env("TMPDIR", w.path("tmp"))
+        .env("FAKE_PACKER_RECORD", w.path("record"))
+        .env("CARGO", &cargo)
+        .args(["packer", "-var", &w.opts_var()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "cargo build --release --bin docker-worker` failed",
+        ));
+    assert!(!w.packer_ran());
+    w.assert_tmp_empty();
+}
