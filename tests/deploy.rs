@@ -35,12 +35,17 @@ done
 [ -n "$FAKE_PACKER_OUTPUT" ] && cat "$FAKE_PACKER_OUTPUT"
 [ -n "$FAKE_PACKER_STDERR" ] && cat "$FAKE_PACKER_STDERR" >&2
 if [ -n "$FAKE_PACKER_SLEEP" ]; then
-  trap 'echo "$sig" > "$rec/signal"; kill $pid 2>/dev/null; exit 1' INT TERM
-  sig=received
-  sleep "$FAKE_PACKER_SLEEP" >/dev/null 2>&1 &
-  pid=$!
-  touch "$rec/ready"
-  wait $pid
+  # Like packer under panicwrap: this parent shrugs SIGINT off, the child it runs (in the
+  # foreground: sh ignores SIGINT in background jobs) must receive it and clean up.
+  trap ':' INT TERM
+  rec="$rec" sh -c '
+    trap "echo received > \"\$rec/signal\"; kill \$pid 2>/dev/null; exit 1" INT TERM
+    sleep "$FAKE_PACKER_SLEEP" >/dev/null 2>&1 &
+    pid=$!
+    touch "$rec/ready"
+    wait $pid
+  '
+  exit $?
 fi
 exit "${FAKE_PACKER_EXIT:-0}"
 "#;

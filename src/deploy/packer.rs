@@ -148,18 +148,53 @@ pub async fn run(
     Ok((ended, artifacts, elapsed))
 }
 
-/// Sends `sig` to `pid` with kill(1); std has no portable way besides SIGKILL.
+/// Sends `sig` to packer and its direct children with kill(1) (std can only send SIGKILL).
+/// The children matter: packer re-executes itself under panicwrap, and the wrapping parent
+/// ignores SIGINT, expecting the real packer (its child) to get it from the terminal. Getting
+/// it twice (terminal and here) is harmless: packer cancels on the first and swallows the rest.
 fn forward(pid: u32, sig: Received) {
+    let mut targets = vec![pid.to_string()];
+    targets.extend(children_of(pid).iter().map(u32::to_string));
     let _ = std::process::Command::new("kill")
-        .args(["-s", sig.name(), &pid.to_string()])
+        .args(["-s", sig.name()])
+        .args(&targets)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
 }
 
+/// The processes whose parent is `pid`, from `/proc/*/stat`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let child: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn finds_child_processes() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let found = super::children_of(std::process::id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()), "{found:?}");
+    }
+
     use super::*;
 
     #[test]
