@@ -345,8 +345,10 @@ impl Default for WorkerConfig {
                 container_expiration: 1_800_000,
                 interval: 60_000,
             },
+            // Off by default: a standalone host's worker should not exit when idle (systemd would
+            // not restart a clean exit). Cloud pools turn it on with `shutdown.enabled: true`.
             shutdown: ShutdownSettings {
-                enabled: true,
+                enabled: false,
                 after_idle_seconds: 300,
             },
             artifacts: ArtifactSettings {
@@ -1234,7 +1236,7 @@ mod tests {
         );
         assert_eq!(c.capacity_management.diskspace_threshold, 30_000_000_000);
         assert_eq!(c.garbage_collection.image_expiration, 7_200_000);
-        assert!(c.shutdown.enabled);
+        assert!(!c.shutdown.enabled);
         assert_eq!(c.shutdown.after_idle_seconds, 300);
         assert_eq!(c.artifacts.storage_type, StorageType::Object);
         assert!(c

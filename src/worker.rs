@@ -1,1 +1,243 @@
-//! worker
+//! `docker-worker start`: the claim loop. Sweeps leftovers at start-up, claims up to free
+//! capacity, runs each claim in its own task, and stops on the shutdown tokens it is given.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::WorkerConfig;
+use crate::docker::{Docker, DockerError, LABEL_WORKER};
+use crate::livelog::server::{LiveLogError, LiveLogServer, TlsFiles};
+use crate::queue::{QueueClient, QueueError, MAX_CLAIM};
+use crate::task::claimed::{run_claimed, ClaimedContext};
+use crate::task::Engine;
+
+/// How the worker is told to stop. Both are passed in; the worker never polls a flag.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop claiming new tasks (SIGQUIT drains with only this).
+    pub stop_claiming: CancellationToken,
+    /// Abort running tasks: kill, upload logs, report `worker-shutdown` (SIGTERM / SIGINT).
+    pub abort_tasks: CancellationToken,
+}
+
+impl Shutdown {
+    /// Stop claiming and abort running tasks.
+    pub fn now(&self) {
+        self.stop_claiming.cancel();
+        self.abort_tasks.cancel();
+    }
+
+    /// Stop claiming; let running tasks finish.
+    pub fn drain(&self) {
+        self.stop_claiming.cancel();
+    }
+}
+
+/// The worker could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Docker is unreachable or refused the start-up sweep.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The queue client could not be built.
+    #[error("queue client: {0}")]
+    Queue(#[from] QueueError),
+    /// The live log server could not start.
+    #[error("live log server: {0}")]
+    LiveLog(#[from] LiveLogError),
+    /// The work directory could not be created.
+    #[error("work directory: {0}")]
+    WorkDir(#[from] std::io::Error),
+}
+
+/// Run the worker until `shutdown` says stop (or it has been idle past `shutdown.afterIdleSeconds`
+/// when enabled). Returns once every running task is resolved.
+pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let config = Arc::new(config);
+    let docker = Docker::connect().await?;
+    sweep(&docker, &config.worker_id).await?;
+
+    let credentials = config
+        .credentials
+        .clone()
+        .expect("config::load requires credentials for the daemon");
+    let queue = QueueClient::new(&config.root_url, credentials)?;
+    let live_log = start_live_log(&config).await?;
+    let work = tempfile::Builder::new()
+        .prefix("docker-worker-")
+        .tempdir()?;
+    let engine = Engine::new(docker, config.clone(), work.path().join("scratch"));
+    std::fs::create_dir_all(work.path().join("scratch"))?;
+
+    let task_queue_id = format!("{}/{}", config.provisioner_id, config.worker_type);
+    tracing::info!(
+        worker_id = %config.worker_id,
+        worker_group = %config.worker_group,
+        task_queue_id = %task_queue_id,
+        capacity = config.capacity,
+        live_log = ?live_log.as_ref().map(|s| s.local_addr()),
+        "worker started"
+    );
+
+    let capacity = Arc::new(Semaphore::new(config.capacity.max(1)));
+    let tracker = TaskTracker::new();
+    let poll_interval = Duration::from_millis(config.task_queue.poll_interval);
+    let idle_limit = config
+        .shutdown
+        .enabled
+        .then(|| Duration::from_secs(config.shutdown.after_idle_seconds));
+    let mut idle_since = tokio::time::Instant::now();
+    let mut errors = 0u32;
+
+    loop {
+        // Wait for at least one free slot (or stop).
+        let first = tokio::select! {
+            permit = capacity.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.stop_claiming.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM as usize {
+            match capacity.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if tracker.is_empty() {
+            if let Some(limit) = idle_limit {
+                if idle_since.elapsed() >= limit {
+                    tracing::info!(idle_seconds = limit.as_secs(), "idle too long: shutting down");
+                    break;
+                }
+            }
+        } else {
+            idle_since = tokio::time::Instant::now();
+        }
+
+        let claimed = tokio::select! {
+            r = queue.claim_work(&task_queue_id, &config.worker_group, &config.worker_id, permits.len() as u32) => r,
+            _ = shutdown.stop_claiming.cancelled() => break,
+        };
+        let claims = match claimed {
+            Ok(claims) => {
+                errors = 0;
+                claims
+            }
+            Err(e) => {
+                errors += 1;
+                let delay = error_backoff(errors);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "claimWork failed");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.stop_claiming.cancelled() => break,
+                }
+            }
+        };
+        if claims.is_empty() {
+            drop(permits);
+            tokio::select! {
+                _ = tokio::time::sleep(poll_interval) => continue,
+                _ = shutdown.stop_claiming.cancelled() => break,
+            }
+        }
+        idle_since = tokio::time::Instant::now();
+        for claim in claims {
+            let Some(permit) = permits.pop() else {
+                tracing::error!(task_id = claim.task_id(), "queue returned more claims than asked for");
+                break;
+            };
+            let run = match queue.run_client(&claim) {
+                Ok(run) => run,
+                Err(e) => {
+                    tracing::error!(task_id = claim.task_id(), error = %e, "cannot build a client for the claimed run");
+                    continue;
+                }
+            };
+            let engine = engine.clone();
+            let live_log = live_log.clone();
+            let work_dir = work
+                .path()
+                .join(format!("{}-{}", claim.task_id(), claim.run_id));
+            let abort_tasks = shutdown.abort_tasks.clone();
+            tracker.spawn(async move {
+                let ctx = ClaimedContext {
+                    engine: &engine,
+                    live_log: live_log.as_deref(),
+                    work_dir,
+                    abort_tasks,
+                };
+                run_claimed(ctx, run, claim).await;
+                drop(permit);
+            });
+        }
+    }
+
+    tracker.close();
+    if !tracker.is_empty() {
+        tracing::info!(running = tracker.len(), "waiting for running tasks");
+    }
+    tracker.wait().await;
+    if let Some(server) = live_log {
+        if let Ok(server) = Arc::try_unwrap(server) {
+            server.shutdown().await;
+        }
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Remove containers that carry this worker's label (left by a crash), logging each.
+pub async fn sweep(docker: &Docker, worker_id: &str) -> Result<usize, DockerError> {
+    let leftovers = docker.list_labeled(LABEL_WORKER, worker_id).await?;
+    for c in &leftovers {
+        tracing::warn!(
+            container = %c.id,
+            task_id = c.labels.get(crate::docker::LABEL_TASK).map(String::as_str).unwrap_or(""),
+            state = %c.state,
+            "removing a container left by an earlier run of this worker"
+        );
+        docker.remove(&c.id).await?;
+    }
+    Ok(leftovers.len())
+}
+
+/// Delay after `n` consecutive claimWork errors: exponential from 1 s to 60 s, ±25 % jitter.
+fn error_backoff(n: u32) -> Duration {
+    let base = (1000u64 << n.saturating_sub(1).min(6)).min(60_000) as f64;
+    let factor = rand::rng().random_range(0.75..=1.25);
+    Duration::from_millis((base * factor) as u64)
+}
+
+async fn start_live_log(
+    config: &WorkerConfig,
+) -> Result<Option<Arc<LiveLogServer>>, WorkerError> {
+    if !config.features.get("localLiveLog").copied().unwrap_or(true) {
+        return Ok(None);
+    }
+    let bind = SocketAddr::new(config.live_log.bind_address, config.live_log.port);
+    let tls = config.logging.secure_live_logging.then(|| TlsFiles {
+        certificate: config.ssl.certificate.clone(),
+        key: config.ssl.key.clone(),
+    });
+    // Readers reach the log at `liveLog.publicUrl`, else at the public IP (or `host`) and the port;
+    // with port 0 (tests) the server builds URLs on the address it bound.
+    let public = config.live_log.public_url.clone().or_else(|| {
+        let host = if config.public_ip.is_empty() {
+            config.host.clone()
+        } else {
+            config.public_ip.clone()
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        (config.live_log.port != 0)
+            .then(|| url::Url::parse(&format!("{scheme}://{host}:{}/", config.live_log.port)).ok())
+            .flatten()
+    });
+    let server = LiveLogServer::start(bind, public, tls).await?;
+    Ok(Some(Arc::new(server)))
+}

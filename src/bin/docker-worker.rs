@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use docker_worker::config::StartArgs;
 use docker_worker::local::{self, LocalOptions, EXIT_WORKER_ERROR};
+use docker_worker::worker::{self, Shutdown};
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the worker daemon: claim tasks from the Taskcluster queue and run them.
+    ///
+    /// Extra options may also come from DOCKER_WORKER_OPTS (shell-split). Signals: SIGTERM or
+    /// SIGINT abort running tasks (worker-shutdown) and exit; SIGQUIT drains (finishes running
+    /// tasks, claims no more); a second signal exits at once.
+    Start(StartArgs),
     /// Run one task payload locally (no queue): log to stdout, artifacts and result.json to a directory.
     Run {
         /// The payload JSON file (or a task definition with a `payload` key).
@@ -48,9 +57,19 @@ fn init_tracing() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let opts = std::env::var("DOCKER_WORKER_OPTS").ok();
+    let args = match docker_worker::config::expand_opts_env(args, opts.as_deref()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("docker-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_tracing();
     match cli.command {
+        Command::Start(args) => start(args).await,
         Command::Run {
             payload,
             config,
@@ -79,4 +98,59 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `docker-worker start`: exit 0 after a clean shutdown, 2 for a configuration error (nothing
+/// started), 1 when the worker could not run.
+async fn start(args: StartArgs) -> ExitCode {
+    let config = match docker_worker::config::load(&args, &|k| std::env::var(k).ok()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("docker-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::default();
+    if let Err(e) = watch_signals(shutdown.clone()) {
+        eprintln!("docker-worker: installing signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match worker::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker stopped with an error");
+            eprintln!("docker-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM/SIGINT: abort tasks and stop; SIGQUIT: drain. A second signal exits at once.
+fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    tokio::spawn(async move {
+        let mut seen = false;
+        loop {
+            let drain = tokio::select! {
+                _ = term.recv() => false,
+                _ = int.recv() => false,
+                _ = quit.recv() => true,
+            };
+            if seen {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(1);
+            }
+            seen = true;
+            if drain {
+                tracing::info!("SIGQUIT: draining (no new tasks; running tasks finish)");
+                shutdown.drain();
+            } else {
+                tracing::info!("shutting down: aborting running tasks (worker-shutdown)");
+                shutdown.now();
+            }
+        }
+    });
+    Ok(())
 }

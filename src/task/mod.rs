@@ -4,6 +4,7 @@
 //! reporting the resolution are the caller's, after this returns.
 
 mod abort;
+pub mod claimed;
 pub mod container;
 pub mod image;
 pub mod scopes;
