@@ -69,7 +69,10 @@ impl Default for WorkerConfig {
             public_ip: String::new(),
             instance_type: "standalone".into(),
             worker_location: String::new(),
-            task: TaskSettings { default_max_run_time: 3600, reclaim_divisor: 2 },
+            task: TaskSettings {
+                default_max_run_time: 3600,
+                reclaim_divisor: 2,
+            },
             docker_config: DockerSettings {
                 max_attempts: 5,
                 delay_factor: 15000,

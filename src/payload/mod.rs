@@ -164,7 +164,10 @@ pub struct PayloadErrors(pub Vec<PayloadError>);
 
 impl Payload {
     /// Validate a raw payload, collecting every error.
-    pub fn parse(value: &serde_json::Value, ctx: &ValidationContext) -> Result<Payload, PayloadErrors> {
+    pub fn parse(
+        value: &serde_json::Value,
+        ctx: &ValidationContext,
+    ) -> Result<Payload, PayloadErrors> {
         let _ = (value, ctx);
         todo!("payload validation")
     }
