@@ -684,14 +684,22 @@ impl FakeQueue {
         .await
     }
 
-    /// An artifact of a run, if created.
+    /// An artifact of a run, if created. For `object` artifacts, `raw` holds the object's
+    /// data once uploaded.
     pub fn artifact(&self, task_id: &str, run_id: u32, name: &str) -> Option<StoredArtifact> {
         self.shared.with(|st| {
-            st.tasks
+            let mut a = st
+                .tasks
                 .get(task_id)?
                 .artifacts
                 .get(&(run_id, name.to_string()))
-                .cloned()
+                .cloned()?;
+            if a.raw.is_none() {
+                if let Some(o) = a.object_name.as_ref().and_then(|n| st.objects.get(n)) {
+                    a.raw = o.data.clone();
+                }
+            }
+            Some(a)
         })
     }
 

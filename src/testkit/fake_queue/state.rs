@@ -681,12 +681,11 @@ impl State {
         Ok(status)
     }
 
-    /// Mint object-service credentials for one upload (valid 24 h or until `expires`).
+    /// Mint object-service credentials for one upload (valid 24 h or until `expires`),
+    /// named `queue/object-upload/<taskId>/<runId>/<uploadId>`.
     pub fn mint_object_creds(
         &mut self,
-        task_id: &str,
-        run_id: u32,
-        upload_id: &str,
+        (task_id, run_id, upload_id): (&str, u32, &str),
         project_id: &str,
         object_name: &str,
         expires: DateTime<Utc>,
