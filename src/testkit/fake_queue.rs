@@ -395,14 +395,14 @@ pub struct FakeQueue {
     admin: FakeCredentials,
     opts: FakeQueueOptions,
     _mock: wiremock::MockServer,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio_util::sync::CancellationToken,
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for FakeQueue {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.stop.cancel();
+        self.ticker.abort();
     }
 }
 
@@ -492,7 +492,13 @@ impl FakeQueue {
             .mount(&mock)
             .await;
 
-        let front = tokio::spawn(front::serve(listener, shared.clone(), mock.uri()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(front::serve(
+            listener,
+            shared.clone(),
+            mock.uri(),
+            stop.clone(),
+        ));
         let ticker = {
             let shared = shared.clone();
             let every = opts.tick;
@@ -511,7 +517,8 @@ impl FakeQueue {
             admin,
             opts,
             _mock: mock,
-            tasks: vec![front, ticker],
+            stop,
+            ticker,
         })
     }
 

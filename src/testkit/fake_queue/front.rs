@@ -1,8 +1,10 @@
 //! The HTTP front door at the root URL: forwards every call to the wiremock server, after
 //! (1) applying injected faults — a 500, a delay, or a dropped connection (the hyper service
-//! returns an error, so the connection closes with no answer) — and (2) holding `claimWork`
-//! long-polls until a task of that queue is pending or the poll time passes, since wiremock
-//! must answer synchronously.
+//! returns an error, so hyper closes the connection with no answer) — and (2) holding
+//! `claimWork` long-polls, since wiremock must answer synchronously: the proxy waits until a
+//! task of that queue is pending, forwards with [`LONG_POLL_RETRY`], and if another worker
+//! claimed it first (wiremock answers [`LONG_POLL_EMPTY`], unrecorded) waits again; the
+//! attempt at the deadline answers whatever it gets, usually `{"tasks": []}`.
 
 use super::auth::claimed_client_id;
 use super::routes::percent_decode;
@@ -14,20 +16,31 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 type HttpResult = Result<Response<Full<Bytes>>, std::io::Error>;
 
-/// Accept connections until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, backend: String) {
+/// Accept connections until `stop` is cancelled; then close every connection too.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    backend: String,
+    stop: CancellationToken,
+) {
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("reqwest client builds");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
+        let stop = stop.clone();
         let shared = shared.clone();
         let client = client.clone();
         let backend = backend.clone();
@@ -35,9 +48,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, backend: String) 
             let svc = hyper::service::service_fn(move |req| {
                 handle(req, shared.clone(), client.clone(), backend.clone())
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
         });
     }
 }
@@ -106,17 +122,52 @@ async fn handle(
         None => {}
     }
 
-    if method == "POST" {
-        if let Some(q) = path.strip_prefix("/api/queue/v1/claim-work/") {
-            long_poll(&shared, q).await;
-        }
-    }
+    let claim_queue = (method == "POST")
+        .then(|| path.strip_prefix("/api/queue/v1/claim-work/"))
+        .flatten()
+        .map(str::to_string);
 
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return Err(std::io::Error::other(e)),
     };
+    let Some(task_queue_id) = claim_queue else {
+        return forward(&client, &backend, &parts, body, false).await;
+    };
+    // claimWork long-poll: wait for a pending task, try to claim it, and if another worker
+    // got there first keep waiting; the last attempt at the deadline answers whatever it gets.
+    let deadline = tokio::time::Instant::now() + shared.claim_work_wait;
+    let mut rx = shared.changed.subscribe();
+    loop {
+        rx.borrow_and_update();
+        let pending = shared.with(|st| st.has_pending(&task_queue_id));
+        let now = tokio::time::Instant::now();
+        let last = now >= deadline;
+        if pending || last {
+            let resp = forward(&client, &backend, &parts, body.clone(), !last).await?;
+            if resp.headers().get(LONG_POLL_EMPTY).is_none() {
+                return Ok(resp);
+            }
+            continue;
+        }
+        let _ = tokio::time::timeout(deadline - now, rx.changed()).await;
+    }
+}
+
+/// Request header: "answer [`LONG_POLL_EMPTY`] instead of an empty claimWork result".
+pub const LONG_POLL_RETRY: &str = "x-fake-queue-long-poll";
+/// Response header marking an empty, unrecorded claimWork attempt.
+pub const LONG_POLL_EMPTY: &str = "x-fake-queue-long-poll-empty";
+
+/// Send one request on to wiremock and turn its answer into ours.
+async fn forward(
+    client: &reqwest::Client,
+    backend: &str,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+    long_poll_retry: bool,
+) -> HttpResult {
     let url = format!(
         "{backend}{}",
         parts
@@ -137,10 +188,10 @@ async fn handle(
     if let Some(host) = parts.headers.get("host") {
         fwd = fwd.header("x-forwarded-host", host);
     }
-    let resp = match fwd.send().await {
-        Ok(r) => r,
-        Err(e) => return Err(std::io::Error::other(e)),
-    };
+    if long_poll_retry {
+        fwd = fwd.header(LONG_POLL_RETRY, "1");
+    }
+    let resp = fwd.send().await.map_err(std::io::Error::other)?;
     let mut out = Response::builder().status(resp.status().as_u16());
     for (name, value) in resp.headers() {
         if !matches!(
@@ -152,19 +203,4 @@ async fn handle(
     }
     let bytes = resp.bytes().await.map_err(std::io::Error::other)?;
     Ok(out.body(Full::new(bytes)).expect("response builds"))
-}
-
-/// Wait until a run of `task_queue_id` is pending, or the claimWork wait passes.
-async fn long_poll(shared: &Shared, task_queue_id: &str) {
-    let deadline = tokio::time::Instant::now() + shared.claim_work_wait;
-    let mut rx = shared.changed.subscribe();
-    loop {
-        rx.borrow_and_update();
-        let pending = shared.with(|st| st.has_pending(task_queue_id));
-        let now = tokio::time::Instant::now();
-        if pending || now >= deadline {
-            return;
-        }
-        let _ = tokio::time::timeout(deadline - now, rx.changed()).await;
-    }
 }

@@ -2,8 +2,8 @@
 //! fake's own upload/download URLs onto the state machine, with Hawk, scopes and body rules.
 
 use super::auth::{self, Caller, HawkRequest};
-use super::schema;
 use super::state::{js_time, parse_time, Object, PutTarget, RunState, State};
+use super::{front, schema};
 use super::{ApiError, RecordedCall, ResolutionCall, Shared, StoredArtifact, Violation};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -90,6 +90,8 @@ struct Ctx<'a> {
     /// Set by resolution routes: (taskId, runId, resolution, reason, effective).
     resolution: Option<(String, u32, String, Option<String>, bool)>,
     violation: Option<String>,
+    /// Set when claimWork claimed nothing.
+    empty_claim: bool,
 }
 
 impl Ctx<'_> {
@@ -191,11 +193,16 @@ impl wiremock::Respond for Responder {
                 anonymous: st.cfg.anonymous_scopes.clone(),
                 resolution: None,
                 violation: None,
+                empty_claim: false,
             };
             let Reply(status, reply) = match handle(st, &mut ctx, &raw_path) {
                 Ok(r) => r,
                 Err(e) => error_reply(&e),
             };
+            // An empty claimWork attempt inside a long-poll: the front proxy keeps waiting.
+            if ctx.empty_claim && req.headers.contains_key(front::LONG_POLL_RETRY) {
+                return ResponseTemplate::new(204).insert_header(front::LONG_POLL_EMPTY, "1");
+            }
             st.calls.push(RecordedCall {
                 at: ctx.now,
                 method: method.clone(),
@@ -386,6 +393,7 @@ fn claim_work(st: &mut State, ctx: &mut Ctx, task_queue_id: &str) -> Out {
     ])?;
     let n = body["tasks"].as_u64().unwrap() as usize;
     let tasks = st.claim_work(task_queue_id, wg, wid, n, ctx.now);
+    ctx.empty_claim = tasks.is_empty();
     Ok(json_reply(200, json!({"tasks": tasks})))
 }
 
