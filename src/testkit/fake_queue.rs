@@ -14,7 +14,11 @@
 //! small HTTP proxy (module `front`), which is the root URL clients see. The proxy exists
 //! because wiremock answers synchronously: it holds `claimWork` long-polls until a task is
 //! pending (or the poll time passes) and applies injected faults, including *dropping the
-//! connection* (closing it without an answer), which wiremock cannot do.
+//! connection* (closing it without an answer), which wiremock cannot do. The proxy also
+//! stores PUTs to the fake's upload URLs (`<root>/__fake/put/<token>`, handed out as s3
+//! `putUrl`s and object-service `putUrl`s) directly, so a large upload is held once in memory.
+//! Uploaded artifacts can be downloaded from `<root>/__fake/artifact/<taskId>/<runId>/<name>`
+//! (where `getArtifact` redirects).
 
 mod auth;
 mod front;

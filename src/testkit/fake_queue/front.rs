@@ -132,6 +132,11 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(e) => return Err(std::io::Error::other(e)),
     };
+    if method == "PUT" {
+        if let Some(token) = path.strip_prefix("/__fake/put/") {
+            return Ok(store_put(&shared, &parts, token, &path, body));
+        }
+    }
     let Some(task_queue_id) = claim_queue else {
         return forward(&client, &backend, &parts, body, false).await;
     };
@@ -153,6 +158,38 @@ async fn handle(
         }
         let _ = tokio::time::timeout(deadline - now, rx.changed()).await;
     }
+}
+
+/// Store an upload (the fake's S3 / object-service PUT URL) straight into the state.
+fn store_put(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    token: &str,
+    path: &str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+    let result = shared.with(|st| {
+        st.store_put(
+            token,
+            Vec::from(body),
+            header("content-type").unwrap_or(""),
+            header("content-encoding"),
+        )
+    });
+    let (status, body) = match result {
+        Ok(()) => (200, String::new()),
+        Err(e) => (
+            e.status,
+            serde_json::json!({"code": e.code, "message": e.message}).to_string(),
+        ),
+    };
+    record(shared, "PUT", path, header("authorization"), status);
+    Response::builder()
+        .status(status)
+        .header("etag", "\"fake\"")
+        .body(Full::new(Bytes::from(body)))
+        .expect("response builds")
 }
 
 /// Request header: "answer [`LONG_POLL_EMPTY`] instead of an empty claimWork result".

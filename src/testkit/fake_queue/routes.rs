@@ -929,81 +929,8 @@ fn find_index(st: &State, path: &str) -> Result<super::state::IndexEntry, ApiErr
 fn data_plane(st: &mut State, ctx: &mut Ctx, segs: &[String]) -> Out {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (ctx.method.as_str(), segs.as_slice()) {
-        ("PUT", ["put", token]) => {
-            let target = st.put_targets.get(*token).cloned().ok_or_else(|| {
-                ApiError::new(403, "AccessDenied", "unknown or expired upload URL".into())
-            })?;
-            let body = ctx.req.body.clone();
-            let ct = ctx.header("content-type").unwrap_or("").to_string();
-            let encoding = ctx.header("content-encoding").map(str::to_string);
-            match target {
-                PutTarget::S3 {
-                    task_id,
-                    run_id,
-                    name,
-                } => {
-                    let art = st
-                        .tasks
-                        .get_mut(&task_id)
-                        .and_then(|t| t.artifacts.get_mut(&(run_id, name.clone())))
-                        .ok_or_else(|| {
-                            ApiError::new(404, "NoSuchKey", "artifact vanished".into())
-                        })?;
-                    if ct != art.content_type {
-                        return Err(ApiError::new(
-                            403,
-                            "SignatureDoesNotMatch",
-                            format!(
-                                "Content-Type `{ct}` differs from the signed `{}`",
-                                art.content_type
-                            ),
-                        ));
-                    }
-                    if encoding.as_deref() == Some("gzip") {
-                        let mut out = Vec::new();
-                        use std::io::Read;
-                        flate2::read::GzDecoder::new(&body[..])
-                            .read_to_end(&mut out)
-                            .map_err(|e| {
-                                ApiError::input(format!(
-                                    "Content-Encoding gzip but the body is not gzip: {e}"
-                                ))
-                            })?;
-                    }
-                    art.raw = Some(body);
-                    art.content_encoding = encoding;
-                    art.present = true;
-                }
-                PutTarget::Object { name } => {
-                    let obj = st
-                        .objects
-                        .get_mut(&name)
-                        .ok_or_else(|| ApiError::new(404, "NoSuchKey", "object vanished".into()))?;
-                    if obj.finished {
-                        return Err(ApiError::new(
-                            409,
-                            "RequestConflict",
-                            "object already finished".into(),
-                        ));
-                    }
-                    if ct != obj.content_type {
-                        return Err(ApiError::new(
-                            403,
-                            "SignatureDoesNotMatch",
-                            format!(
-                                "Content-Type `{ct}` differs from the signed `{}`",
-                                obj.content_type
-                            ),
-                        ));
-                    }
-                    obj.data = Some(body);
-                }
-            }
-            Ok(Reply(
-                200,
-                ResponseTemplate::new(200).insert_header("ETag", "\"fake\""),
-            ))
-        }
+        // PUTs to upload URLs are stored by the front proxy (`State::store_put`) without
+        // passing through here, so large uploads are held in memory once.
         ("GET", ["artifact", task_id, run_id, name @ ..]) => {
             let run_id = parse_run_id(run_id)?;
             let name = name.join("/");

@@ -723,6 +723,71 @@ impl State {
         format!("{}/__fake/put/{token}", self.root_url)
     }
 
+    /// Store the body of a PUT to an upload URL made by [`State::new_put_url`], checking the
+    /// signed Content-Type (and, for `gzip` Content-Encoding, that the body is gzip).
+    pub fn store_put(
+        &mut self,
+        token: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        encoding: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let target = self
+            .put_targets
+            .get(token)
+            .cloned()
+            .ok_or_else(|| ApiError::new(403, "AccessDenied", "unknown upload URL".into()))?;
+        let mismatch = |signed: &str| {
+            ApiError::new(
+                403,
+                "SignatureDoesNotMatch",
+                format!("Content-Type `{content_type}` differs from the signed `{signed}`"),
+            )
+        };
+        match target {
+            PutTarget::S3 {
+                task_id,
+                run_id,
+                name,
+            } => {
+                let art = self
+                    .tasks
+                    .get_mut(&task_id)
+                    .and_then(|t| t.artifacts.get_mut(&(run_id, name)))
+                    .ok_or_else(|| ApiError::new(404, "NoSuchKey", "artifact vanished".into()))?;
+                if content_type != art.content_type {
+                    return Err(mismatch(&art.content_type));
+                }
+                if encoding == Some("gzip") {
+                    let mut gz = flate2::read::GzDecoder::new(&body[..]);
+                    std::io::copy(&mut gz, &mut std::io::sink()).map_err(|e| {
+                        ApiError::input(format!(
+                            "Content-Encoding is gzip but the body is not: {e}"
+                        ))
+                    })?;
+                }
+                art.raw = Some(body);
+                art.content_encoding = encoding.map(str::to_string);
+                art.present = true;
+            }
+            PutTarget::Object { name } => {
+                let obj = self
+                    .objects
+                    .get_mut(&name)
+                    .ok_or_else(|| ApiError::new(404, "NoSuchKey", "object vanished".into()))?;
+                if obj.finished {
+                    return Err(conflict(format!("object `{name}` is already finished")));
+                }
+                if content_type != obj.content_type {
+                    return Err(mismatch(&obj.content_type));
+                }
+                obj.data = Some(body);
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
     /// Note a state change made outside the methods above.
     pub fn touch(&mut self) {
         self.changed();
