@@ -1,4 +1,5 @@
 //! Test support used by `dw-test` and the integration tests: test images, the fake queue,
 //! suites and benchmarks.
 
+pub mod fake_queue;
 pub mod images;
