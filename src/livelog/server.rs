@@ -406,8 +406,8 @@ mod tests {
     fn default_base_url_uses_loopback_for_unspecified_addresses() {
         let url = default_base_url("0.0.0.0:8080".parse().unwrap(), false);
         assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
-        let url = default_base_url("[::]:443".parse().unwrap(), true);
-        assert_eq!(url.as_str(), "https://[::1]:443/");
+        let url = default_base_url("[::]:8443".parse().unwrap(), true);
+        assert_eq!(url.as_str(), "https://[::1]:8443/");
         let url = default_base_url("10.1.2.3:60023".parse().unwrap(), true);
         assert_eq!(url.as_str(), "https://10.1.2.3:60023/");
     }
