@@ -2,6 +2,8 @@
 //! start at their own pace (a slow reader never slows the task, and memory stays bounded because
 //! readers read the file, not a buffer). Worker lines use the formats of DESIGN.md §2.
 
+pub mod server;
+
 use std::io;
 use std::path::{Path, PathBuf};
 
