@@ -111,7 +111,10 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         if tracker.is_empty() {
             if let Some(limit) = idle_limit {
                 if idle_since.elapsed() >= limit {
-                    tracing::info!(idle_seconds = limit.as_secs(), "idle too long: shutting down");
+                    tracing::info!(
+                        idle_seconds = limit.as_secs(),
+                        "idle too long: shutting down"
+                    );
                     break;
                 }
             }
@@ -149,7 +152,10 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         idle_since = tokio::time::Instant::now();
         for claim in claims {
             let Some(permit) = permits.pop() else {
-                tracing::error!(task_id = claim.task_id(), "queue returned more claims than asked for");
+                tracing::error!(
+                    task_id = claim.task_id(),
+                    "queue returned more claims than asked for"
+                );
                 break;
             };
             let run = match queue.run_client(&claim) {
@@ -214,9 +220,7 @@ fn error_backoff(n: u32) -> Duration {
     Duration::from_millis((base * factor) as u64)
 }
 
-async fn start_live_log(
-    config: &WorkerConfig,
-) -> Result<Option<Arc<LiveLogServer>>, WorkerError> {
+async fn start_live_log(config: &WorkerConfig) -> Result<Option<Arc<LiveLogServer>>, WorkerError> {
     if !config.features.get("localLiveLog").copied().unwrap_or(true) {
         return Ok(None);
     }

@@ -92,7 +92,17 @@ pub async fn run_claimed(ctx: ClaimedContext<'_>, run: RunClient, claim: Claim) 
     let abort = Abort::child_of(&ctx.abort_tasks);
     let resolution = match prepare(&ctx.work_dir).await {
         Ok(log) => {
-            run_with_log(&ctx, &run, &claim, log, &abort, &log_name, live, default_expires).await
+            run_with_log(
+                &ctx,
+                &run,
+                &claim,
+                log,
+                &abort,
+                &log_name,
+                live,
+                default_expires,
+            )
+            .await
         }
         Err(e) => {
             tracing::error!(task_id = %task_id, run_id, error = %e, "cannot create the task's work directory");
@@ -128,7 +138,12 @@ async fn run_with_log(
     };
     if let Some(reg) = &registration {
         if let Err(e) = run
-            .create_reference(log_name, reg.url().as_str(), default_expires, LOG_CONTENT_TYPE)
+            .create_reference(
+                log_name,
+                reg.url().as_str(),
+                default_expires,
+                LOG_CONTENT_TYPE,
+            )
             .await
         {
             tracing::warn!(task_id = run.task_id(), error = %e, "creating the live log reference failed");
@@ -214,7 +229,11 @@ async fn report(run: &RunClient, resolution: Resolution) {
     match result {
         Ok(_) => {}
         Err(e) if e.is_conflict() => {
-            tracing::warn!(task_id = run.task_id(), run_id = run.run_id(), "run was already resolved elsewhere (409)")
+            tracing::warn!(
+                task_id = run.task_id(),
+                run_id = run.run_id(),
+                "run was already resolved elsewhere (409)"
+            )
         }
         Err(e) => {
             tracing::error!(task_id = run.task_id(), run_id = run.run_id(), error = %e, "reporting the resolution failed")

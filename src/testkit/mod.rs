@@ -2,4 +2,5 @@
 //! suites and benchmarks.
 
 pub mod fake_queue;
+pub mod harness;
 pub mod images;
