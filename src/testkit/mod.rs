@@ -4,3 +4,5 @@
 pub mod fake_queue;
 pub mod harness;
 pub mod images;
+pub mod runner;
+pub mod suites;
