@@ -161,7 +161,9 @@ impl Drop for LiveLogRegistration {
 
 fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<String, LogFollowers>> {
     // The map stays consistent whatever panicked while holding it.
-    routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    routes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl LiveLogServer {
