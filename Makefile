@@ -16,8 +16,15 @@ images: build
 demo: images
 	$(DOCKER_WORKER) run examples/hello.json --artifacts-dir artifacts
 
+# Unit and integration tests (real Docker), then the end-to-end suites against the fake queue.
 test: images
 	$(CARGO) test --all-targets
+	$(DW_TEST)
+
+# Benchmarks (release build): per-task overhead, throughput, log throughput and memory, cancel latency.
+bench:
+	$(CARGO) build --release --bins
+	target/release/dw-test bench
 
 clean:
 	$(CARGO) clean
