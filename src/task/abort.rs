@@ -39,6 +39,16 @@ impl Abort {
         self.token.is_cancelled()
     }
 
+    /// Why the run was told to stop, if it was.
+    pub fn reason(&self) -> Option<AbortReason> {
+        self.is_aborted().then(|| {
+            self.reason
+                .get()
+                .cloned()
+                .unwrap_or(AbortReason::WorkerShutdown)
+        })
+    }
+
     /// Wait until the run is told to stop, and say why.
     pub async fn aborted(&self) -> AbortReason {
         self.token.cancelled().await;

@@ -174,9 +174,35 @@ async fn run_with_log(
         default_expires,
     };
     let report = ctx.engine.run(&task, &mut log, &sink, abort).await;
+    // Keep reclaiming while the log uploads: only stop once the run is ready to be reported.
+    let resolution = upload_log(
+        run,
+        report,
+        log,
+        registration,
+        log_name,
+        live,
+        default_expires,
+    )
+    .await;
     guard.cancel();
     let _ = watcher.await;
+    match abort.reason() {
+        Some(AbortReason::ResolvedElsewhere(_)) => Resolution::Nothing,
+        _ => resolution,
+    }
+}
 
+/// Upload the backing log and turn `live.log` into a link to it; the run's final resolution.
+async fn upload_log(
+    run: &RunClient,
+    report: crate::task::RunReport,
+    log: TaskLog,
+    registration: Option<crate::livelog::server::LiveLogRegistration>,
+    log_name: &str,
+    live: bool,
+    default_expires: DateTime<Utc>,
+) -> Resolution {
     let mut resolution = report.resolution;
     if resolution == Resolution::Nothing {
         tracing::info!(task_id = run.task_id(), run_id = run.run_id(), outcome = ?report.outcome, "run resolved elsewhere: nothing uploaded or reported");
