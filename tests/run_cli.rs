@@ -209,3 +209,28 @@ async fn a_200_mb_log_streams_with_bounded_memory() {
     );
     assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
 }
+
+#[tokio::test]
+async fn a_300_mb_artifact_streams_with_bounded_memory() {
+    prepare().await;
+    let sb = Sandbox::new();
+    let payload = write_payload(
+        &sb,
+        "artifact.json",
+        &json!({"image": "taskenv_pass",
+                "command": ["/bin/sh", "-c", "head -c 300000000 /dev/zero > /big.bin"],
+                "maxRunTime": 600,
+                "artifacts": {"public/big.bin": {"type": "file", "path": "/big.bin"}}}),
+    );
+    let mut child = run_cmd(&sb, &payload)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_kib(&mut child);
+    assert!(child.wait().unwrap().success());
+    let size = std::fs::metadata(sb.artifacts_dir().join("public/big.bin"))
+        .unwrap()
+        .len();
+    assert_eq!(size, 300_000_000);
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
+}
