@@ -38,15 +38,8 @@ use tokio::sync::watch;
 
 pub use state::RunState;
 
-/// A new slugid: a random UUID v4 as 22 characters of URL-safe base64 without padding.
-/// (Like `slugid.nice()`, the first bit is cleared so the id never starts with `-`.)
-pub fn new_task_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40; // version 4
-    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    b[0] &= 0x7f;
-    URL_SAFE_NO_PAD.encode(b)
-}
+/// A new slugid (the worker's own generator, shared).
+pub use crate::local::random_task_id as new_task_id;
 
 /// Settings for a [`FakeQueue`]; [`Default`] gives the real service's timings.
 #[derive(Clone, Debug)]

@@ -95,18 +95,7 @@ pub fn mint(
     }
 }
 
-/// Does `have` satisfy `need`? A trailing `*` in `have` matches any suffix.
-pub fn scope_matches(have: &str, need: &str) -> bool {
-    match have.strip_suffix('*') {
-        Some(prefix) => need.starts_with(prefix),
-        None => have == need,
-    }
-}
-
-/// True when some scope in `have` satisfies `need`.
-pub fn satisfies(have: &[String], need: &str) -> bool {
-    have.iter().any(|h| scope_matches(h, need))
-}
+pub use crate::task::scopes::satisfies;
 
 /// Who signed a request, once the signature and any certificate check out.
 #[derive(Clone, Debug)]
@@ -317,8 +306,8 @@ mod tests {
 
     #[test]
     fn scopes_star_matches_suffix() {
-        assert!(scope_matches("queue:*", "queue:claim-work:a/b"));
-        assert!(!scope_matches("queue:claim", "queue:claim-work:a/b"));
+        assert!(satisfies(&["queue:*".into()], "queue:claim-work:a/b"));
+        assert!(!satisfies(&["queue:claim".into()], "queue:claim-work:a/b"));
         assert!(satisfies(&["*".into()], "anything"));
     }
 }
