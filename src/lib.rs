@@ -1,5 +1,17 @@
 //! docker-worker: runs Taskcluster tasks in Docker containers.
 //!
+//! The life of one task:
+//! 1. [`worker::run`] claims it (`claimWork`, up to free capacity) and spawns
+//!    [`task::claimed::run_claimed`], which owns the run until its single resolution: it serves the
+//!    live log, reclaims with rotating credentials and watches for cancellation.
+//! 2. [`task::Engine::run`] validates the payload, gets the image, creates, attaches, starts and
+//!    supervises the container (exit, maxRunTime, abort), collects artifacts and removes the
+//!    container, returning a [`task::RunReport`] whose resolution [`resolution::resolve`] decided.
+//! 3. `run_claimed` uploads the log, turns `live.log` into a link, and reports the resolution once.
+//!
+//! `docker-worker run` ([`local::run`]) drives the same engine with a local directory instead of the
+//! queue.
+//!
 //! Module map (each file owns one thing):
 //! - [`config`]: worker settings (file + env + CLI), validated once.
 //! - [`payload`]: the task payload types and their validation.
