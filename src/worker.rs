@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::WorkerConfig;
 use crate::docker::{Docker, DockerError, LABEL_WORKER};
 use crate::livelog::server::{LiveLogError, LiveLogServer, TlsFiles};
-use crate::queue::{QueueClient, QueueError, MAX_CLAIM};
+use crate::queue::{QueueClient, QueueError, QueueOptions, UploadOptions, MAX_CLAIM};
 use crate::task::claimed::{run_claimed, ClaimedContext};
 use crate::task::Engine;
 
@@ -67,7 +67,15 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         .credentials
         .clone()
         .expect("config::load requires credentials for the daemon");
-    let queue = QueueClient::new(&config.root_url, credentials)?;
+    let options = QueueOptions {
+        upload: UploadOptions {
+            storage_type: config.artifacts.storage_type,
+            skip_compression_extensions: config.artifacts.skip_compression_extensions.clone(),
+            ..UploadOptions::default()
+        },
+        ..QueueOptions::default()
+    };
+    let queue = QueueClient::with_options(&config.root_url, credentials, options)?;
     let live_log = start_live_log(&config).await?;
     let work = tempfile::Builder::new()
         .prefix("docker-worker-")
