@@ -43,11 +43,11 @@ pub async fn run(ctx: &SuiteContext, selected: &[Suite]) -> Summary {
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
-                bar.println(format!("ok      {} ({secs:.1} s)", suite.name));
+                bar.suspend(|| println!("ok      {} ({secs:.1} s)", suite.name));
                 summary.passed += 1;
             }
             Err(message) => {
-                bar.println(format!("FAILED  {} ({secs:.1} s): {message}", suite.name));
+                bar.suspend(|| println!("FAILED  {} ({secs:.1} s): {message}", suite.name));
                 summary.failed.push((suite.name.to_string(), message));
             }
         }
