@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::{check, Suite, SuiteContext, SuiteFuture, SuiteResult};
 use crate::docker::{LABEL_TASK, LABEL_WORKER};
 use crate::testkit::fake_queue::{Fault, FaultKind, FakeQueue, FakeQueueOptions, RunState};
-use crate::testkit::harness::{Harness, WorkerOptions};
+use crate::testkit::harness::{Harness, WorkerOptions, WorkerProcess};
 
 /// The suites of this file.
 pub fn suites() -> Vec<Suite> {
@@ -22,6 +22,7 @@ pub fn suites() -> Vec<Suite> {
     };
     vec![
         s("lifecycle::reclaim_rotation", 120, reclaim_rotation),
+        s("lifecycle::reclaim_with_status_poll", 90, reclaim_with_status_poll),
         s("lifecycle::cancel_reclaim_409", 120, cancel_reclaim_409),
         s("lifecycle::cancel_status_poll", 90, cancel_status_poll),
         s("lifecycle::sigterm", 150, sigterm),
@@ -177,6 +178,18 @@ fn max_overlap(windows: &[(DateTime<Utc>, DateTime<Utc>)]) -> usize {
     max as usize
 }
 
+/// Wait until the worker's log contains `needle`.
+async fn wait_log(w: &WorkerProcess, needle: &str, timeout: Duration) -> SuiteResult {
+    let deadline = Instant::now() + timeout;
+    while !w.logs().contains(needle) {
+        if Instant::now() >= deadline {
+            return Err(format!("the worker did not log {needle:?} within {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Removes the given containers when dropped (for containers a suite creates itself).
 struct ContainerGuard(Vec<String>);
 
@@ -246,6 +259,51 @@ fn reclaim_rotation(ctx: SuiteContext) -> SuiteFuture {
             .and_then(|a| a.text())
             .unwrap_or_default();
         check(log.contains("end"), || format!("task log lacks the task's last line: {log}"))
+    })
+}
+
+/// Status polls between reclaims must not push the reclaim toward the claim's expiry: with a 6 s
+/// claim and divisor 2, each reclaim comes about 3 s after the previous claim or reclaim.
+fn reclaim_with_status_poll(ctx: SuiteContext) -> SuiteFuture {
+    Box::pin(async move {
+        let opts = FakeQueueOptions {
+            claim_timeout: Duration::from_secs(6),
+            ..FakeQueueOptions::default()
+        };
+        let mut h = ctx.harness(opts).await?;
+        let _w = h
+            .worker(WorkerOptions {
+                cancel_poll_interval: 1,
+                ..WorkerOptions::default()
+            })
+            .await?;
+        let task = create(&h.queue, "sleep 14")?;
+        let run = h
+            .queue
+            .wait_resolved(&task, 0, Duration::from_secs(60))
+            .await
+            .map_err(err)?;
+        check(run.state == RunState::Completed, || {
+            format!("run 0 is {:?} ({:?}), not completed", run.state, run.reason_resolved)
+        })?;
+        one_resolution(&h.queue, &task, 0, "completed", None)?;
+        let started = run_window(&h.queue, &task, 0).ok_or("run 0 has no start time")?.0;
+        let mut times = vec![started];
+        times.extend(
+            run_calls_since(&h.queue, &task, 0, started)
+                .iter()
+                .filter(|c| c.path.ends_with("/reclaim") && c.status == 200)
+                .map(|c| c.at),
+        );
+        let gaps: Vec<f64> = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
+            .collect();
+        check(gaps.len() >= 3, || format!("only {} reclaims in a 14 s run with 6 s claims (gaps {gaps:?})", gaps.len()))?;
+        check(gaps.iter().all(|g| *g <= 4.5), || {
+            format!("reclaims came too close to the claim's expiry (seconds after the previous claim/reclaim, 6 s claims): {gaps:?}")
+        })?;
+        no_violations(&h.queue)
     })
 }
 
@@ -392,11 +450,17 @@ fn sigterm(ctx: SuiteContext) -> SuiteFuture {
     })
 }
 
-/// SIGQUIT drains: the running task completes, nothing new is claimed, the worker exits 0.
+/// SIGQUIT drains: the running task completes, nothing new is claimed, the worker exits 0. With
+/// capacity 2 the worker also has a claimWork long-poll open when the signal arrives.
 fn sigquit_drain(ctx: SuiteContext) -> SuiteFuture {
     Box::pin(async move {
         let mut h = ctx.harness(FakeQueueOptions::default()).await?;
-        let mut w = h.worker(WorkerOptions::default()).await?;
+        let mut w = h
+            .worker(WorkerOptions {
+                capacity: 2,
+                ..WorkerOptions::default()
+            })
+            .await?;
         let task = create(&h.queue, "sleep 5; echo drained")?;
         h.queue
             .wait_running(&task, 0, Duration::from_secs(30))
@@ -404,6 +468,7 @@ fn sigquit_drain(ctx: SuiteContext) -> SuiteFuture {
             .map_err(err)?;
         wait_container_running(&task, Duration::from_secs(30)).await?;
         w.signal(Signal::SIGQUIT);
+        wait_log(&w, "SIGQUIT", Duration::from_secs(5)).await?;
         let late = create(&h.queue, "true")?;
         let code = w.wait_exit(Duration::from_secs(45)).await;
         check(code == Some(0), || format!("worker exit status {code:?} after SIGQUIT, expected 0"))?;
