@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{check, Suite, SuiteContext, SuiteFuture, SuiteResult};
 use crate::docker::{LABEL_TASK, LABEL_WORKER};
-use crate::testkit::fake_queue::{Fault, FaultKind, FakeQueue, FakeQueueOptions, RunState};
+use crate::testkit::fake_queue::{FakeQueue, FakeQueueOptions, Fault, FaultKind, RunState};
 use crate::testkit::harness::{Harness, WorkerOptions, WorkerProcess};
 
 /// The suites of this file.
@@ -22,7 +22,11 @@ pub fn suites() -> Vec<Suite> {
     };
     vec![
         s("lifecycle::reclaim_rotation", 120, reclaim_rotation),
-        s("lifecycle::reclaim_with_status_poll", 90, reclaim_with_status_poll),
+        s(
+            "lifecycle::reclaim_with_status_poll",
+            90,
+            reclaim_with_status_poll,
+        ),
         s("lifecycle::cancel_reclaim_409", 120, cancel_reclaim_409),
         s("lifecycle::cancel_status_poll", 90, cancel_status_poll),
         s("lifecycle::sigterm", 150, sigterm),
@@ -63,7 +67,10 @@ fn one_resolution(
     let calls = queue.resolutions_for(task_id, run_id);
     let effective: Vec<_> = calls.iter().filter(|c| c.effective).collect();
     check(effective.len() == 1, || {
-        format!("task {task_id} run {run_id}: {} effective resolutions ({calls:?})", effective.len())
+        format!(
+            "task {task_id} run {run_id}: {} effective resolutions ({calls:?})",
+            effective.len()
+        )
     })?;
     check(
         effective[0].resolution == state && effective[0].reason.as_deref() == reason,
@@ -83,7 +90,11 @@ fn no_violations(queue: &FakeQueue) -> SuiteResult {
 }
 
 /// `started` and `resolved` of a run, from the task status the queue serves.
-fn run_window(queue: &FakeQueue, task_id: &str, run_id: u32) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+fn run_window(
+    queue: &FakeQueue,
+    task_id: &str,
+    run_id: u32,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let status = queue.status(task_id)?;
     let run = status.get("runs")?.get(run_id as usize)?;
     let time = |k: &str| {
@@ -118,18 +129,28 @@ async fn containers(label: &str, value: &str, all: bool) -> Vec<String> {
 async fn wait_container_running(task_id: &str, timeout: Duration) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(id) = containers(LABEL_TASK, task_id, false).await.into_iter().next() {
+        if let Some(id) = containers(LABEL_TASK, task_id, false)
+            .await
+            .into_iter()
+            .next()
+        {
             return Ok(id);
         }
         if Instant::now() >= deadline {
-            return Err(format!("no running container for task {task_id} after {timeout:?}"));
+            return Err(format!(
+                "no running container for task {task_id} after {timeout:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Wait until no container (running or not) carries `label=value`; returns how long it took.
-async fn wait_containers_gone(label: &str, value: &str, timeout: Duration) -> Result<Duration, String> {
+async fn wait_containers_gone(
+    label: &str,
+    value: &str,
+    timeout: Duration,
+) -> Result<Duration, String> {
     let start = Instant::now();
     loop {
         let left = containers(label, value, true).await;
@@ -137,7 +158,9 @@ async fn wait_containers_gone(label: &str, value: &str, timeout: Duration) -> Re
             return Ok(start.elapsed());
         }
         if start.elapsed() >= timeout {
-            return Err(format!("containers with {label}={value} still there after {timeout:?}: {left:?}"));
+            return Err(format!(
+                "containers with {label}={value} still there after {timeout:?}: {left:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -183,7 +206,9 @@ async fn wait_log(w: &WorkerProcess, needle: &str, timeout: Duration) -> SuiteRe
     let deadline = Instant::now() + timeout;
     while !w.logs().contains(needle) {
         if Instant::now() >= deadline {
-            return Err(format!("the worker did not log {needle:?} within {timeout:?}"));
+            return Err(format!(
+                "the worker did not log {needle:?} within {timeout:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -224,7 +249,10 @@ fn reclaim_rotation(ctx: SuiteContext) -> SuiteFuture {
             .await
             .map_err(err)?;
         check(run.state == RunState::Completed, || {
-            format!("run 0 is {:?} ({:?}), not completed", run.state, run.reason_resolved)
+            format!(
+                "run 0 is {:?} ({:?}), not completed",
+                run.state, run.reason_resolved
+            )
         })?;
         let runs = h.queue.runs(&task);
         check(runs.len() == 1, || format!("expected 1 run, got {runs:?}"))?;
@@ -236,7 +264,9 @@ fn reclaim_rotation(ctx: SuiteContext) -> SuiteFuture {
             .iter()
             .filter(|c| c.path.ends_with("/reclaim") && c.status == 200)
             .count();
-        check(reclaims >= 3, || format!("only {reclaims} successful reclaims in a 20 s run with 6 s claims"))?;
+        check(reclaims >= 3, || {
+            format!("only {reclaims} successful reclaims in a 20 s run with 6 s claims")
+        })?;
         // Each reclaim's credentials expire later than the previous ones: the sequence of
         // credentials used must never go back to an older one.
         let untils: Vec<f64> = calls
@@ -244,21 +274,28 @@ fn reclaim_rotation(ctx: SuiteContext) -> SuiteFuture {
             .filter_map(|c| c.client_id.as_deref().and_then(creds_until))
             .collect();
         check(untils.len() == calls.len(), || {
-            format!("some run calls were not signed with the run's temporary credentials: {calls:?}")
+            format!(
+                "some run calls were not signed with the run's temporary credentials: {calls:?}"
+            )
         })?;
         check(untils.windows(2).all(|w| w[0] <= w[1]), || {
             format!("a call used older credentials after newer ones: {untils:?}")
         })?;
         let distinct: BTreeSet<_> = calls.iter().filter_map(|c| c.client_id.clone()).collect();
         check(distinct.len() > reclaims, || {
-            format!("{} distinct credentials for {reclaims} reclaims: the newest were not used", distinct.len())
+            format!(
+                "{} distinct credentials for {reclaims} reclaims: the newest were not used",
+                distinct.len()
+            )
         })?;
         let log = h
             .queue
             .artifact(&task, 0, "public/logs/live_backing.log")
             .and_then(|a| a.text())
             .unwrap_or_default();
-        check(log.contains("end"), || format!("task log lacks the task's last line: {log}"))
+        check(log.contains("end"), || {
+            format!("task log lacks the task's last line: {log}")
+        })
     })
 }
 
@@ -284,10 +321,15 @@ fn reclaim_with_status_poll(ctx: SuiteContext) -> SuiteFuture {
             .await
             .map_err(err)?;
         check(run.state == RunState::Completed, || {
-            format!("run 0 is {:?} ({:?}), not completed", run.state, run.reason_resolved)
+            format!(
+                "run 0 is {:?} ({:?}), not completed",
+                run.state, run.reason_resolved
+            )
         })?;
         one_resolution(&h.queue, &task, 0, "completed", None)?;
-        let started = run_window(&h.queue, &task, 0).ok_or("run 0 has no start time")?.0;
+        let started = run_window(&h.queue, &task, 0)
+            .ok_or("run 0 has no start time")?
+            .0;
         let mut times = vec![started];
         times.extend(
             run_calls_since(&h.queue, &task, 0, started)
@@ -299,7 +341,12 @@ fn reclaim_with_status_poll(ctx: SuiteContext) -> SuiteFuture {
             .windows(2)
             .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
             .collect();
-        check(gaps.len() >= 3, || format!("only {} reclaims in a 14 s run with 6 s claims (gaps {gaps:?})", gaps.len()))?;
+        check(gaps.len() >= 3, || {
+            format!(
+                "only {} reclaims in a 14 s run with 6 s claims (gaps {gaps:?})",
+                gaps.len()
+            )
+        })?;
         check(gaps.iter().all(|g| *g <= 4.5), || {
             format!("reclaims came too close to the claim's expiry (seconds after the previous claim/reclaim, 6 s claims): {gaps:?}")
         })?;
@@ -336,13 +383,24 @@ fn cancel_reclaim_409(ctx: SuiteContext) -> SuiteFuture {
 
         let after = run_calls_since(&h.queue, &task, 0, canceled_at);
         check(
-            after.iter().any(|c| c.path.ends_with("/reclaim") && c.status == 409),
-            || format!("no reclaim answered 409 after the cancel (container gone after {took:?}): {after:?}"),
+            after
+                .iter()
+                .any(|c| c.path.ends_with("/reclaim") && c.status == 409),
+            || {
+                format!("no reclaim answered 409 after the cancel (container gone after {took:?}): {after:?}")
+            },
         )?;
-        let uploads: Vec<_> = after.iter().filter(|c| !c.path.ends_with("/reclaim")).collect();
-        check(uploads.is_empty(), || format!("calls about the run after the cancel: {uploads:?}"))?;
+        let uploads: Vec<_> = after
+            .iter()
+            .filter(|c| !c.path.ends_with("/reclaim"))
+            .collect();
+        check(uploads.is_empty(), || {
+            format!("calls about the run after the cancel: {uploads:?}")
+        })?;
         let res = h.queue.resolutions_for(&task, 0);
-        check(res.is_empty(), || format!("the worker reported a canceled run: {res:?}"))?;
+        check(res.is_empty(), || {
+            format!("the worker reported a canceled run: {res:?}")
+        })?;
         let names = h.queue.artifact_names(&task, 0);
         check(names == names_before, || {
             format!("artifacts changed after the cancel: {names_before:?} -> {names:?}")
@@ -352,7 +410,9 @@ fn cancel_reclaim_409(ctx: SuiteContext) -> SuiteFuture {
             runs.len() == 1 && runs[0].reason_resolved.as_deref() == Some("canceled"),
             || format!("runs after cancel: {runs:?}"),
         )?;
-        check(w.logs().contains("409"), || "the worker did not log the 409".to_string())?;
+        check(w.logs().contains("409"), || {
+            "the worker did not log the 409".to_string()
+        })?;
         no_violations(&h.queue)?;
 
         // The worker is still healthy and its slot free.
@@ -362,7 +422,9 @@ fn cancel_reclaim_409(ctx: SuiteContext) -> SuiteFuture {
             .wait_resolved(&next, 0, Duration::from_secs(30))
             .await
             .map_err(err)?;
-        check(run.state == RunState::Completed, || format!("next task: {run:?}"))
+        check(run.state == RunState::Completed, || {
+            format!("next task: {run:?}")
+        })
     })
 }
 
@@ -386,13 +448,20 @@ fn cancel_status_poll(ctx: SuiteContext) -> SuiteFuture {
         h.queue.cancel_task(&task).map_err(err)?;
         let took = wait_containers_gone(LABEL_TASK, &task, Duration::from_secs(30)).await?;
         check(took < Duration::from_secs(10), || {
-            format!("container stopped {:.1} s after cancelTask (limit 10 s)", took.as_secs_f64())
+            format!(
+                "container stopped {:.1} s after cancelTask (limit 10 s)",
+                took.as_secs_f64()
+            )
         })?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let res = h.queue.resolutions_for(&task, 0);
-        check(res.is_empty(), || format!("the worker reported a canceled run: {res:?}"))?;
+        check(res.is_empty(), || {
+            format!("the worker reported a canceled run: {res:?}")
+        })?;
         let after = run_calls_since(&h.queue, &task, 0, canceled_at);
-        check(after.is_empty(), || format!("calls about the run after the cancel: {after:?}"))?;
+        check(after.is_empty(), || {
+            format!("calls about the run after the cancel: {after:?}")
+        })?;
         no_violations(&h.queue)
     })
 }
@@ -414,7 +483,9 @@ fn sigterm(ctx: SuiteContext) -> SuiteFuture {
         wait_container_running(&task, Duration::from_secs(30)).await?;
         w.signal(Signal::SIGTERM);
         let code = w.wait_exit(Duration::from_secs(60)).await;
-        check(code == Some(0), || format!("worker exit status {code:?} after SIGTERM, expected 0"))?;
+        check(code == Some(0), || {
+            format!("worker exit status {code:?} after SIGTERM, expected 0")
+        })?;
 
         one_resolution(&h.queue, &task, 0, "exception", Some("worker-shutdown"))?;
         let log = h
@@ -423,17 +494,24 @@ fn sigterm(ctx: SuiteContext) -> SuiteFuture {
             .filter(|a| a.present)
             .and_then(|a| a.text())
             .ok_or("run 0's log was not uploaded")?;
-        check(log.contains("run 0") && log.contains("shutting down"), || {
-            format!("run 0's log does not show the shutdown: {log}")
+        check(
+            log.contains("run 0") && log.contains("shutting down"),
+            || format!("run 0's log does not show the shutdown: {log}"),
+        )?;
+        check(!log.contains("finished"), || {
+            "run 0 was not killed".to_string()
         })?;
-        check(!log.contains("finished"), || "run 0 was not killed".to_string())?;
         let runs = h.queue.runs(&task);
         check(
-            runs.len() == 2 && runs[1].state == RunState::Pending && runs[1].reason_created == "retry",
+            runs.len() == 2
+                && runs[1].state == RunState::Pending
+                && runs[1].reason_created == "retry",
             || format!("expected a pending retry run 1, got {runs:?}"),
         )?;
         let left = containers(LABEL_WORKER, &w.worker_id, true).await;
-        check(left.is_empty(), || format!("containers left after SIGTERM: {left:?}"))?;
+        check(left.is_empty(), || {
+            format!("containers left after SIGTERM: {left:?}")
+        })?;
 
         let w2 = h.worker(WorkerOptions::default()).await?;
         let run = h
@@ -442,7 +520,8 @@ fn sigterm(ctx: SuiteContext) -> SuiteFuture {
             .await
             .map_err(err)?;
         check(
-            run.state == RunState::Completed && run.worker_id.as_deref() == Some(w2.worker_id.as_str()),
+            run.state == RunState::Completed
+                && run.worker_id.as_deref() == Some(w2.worker_id.as_str()),
             || format!("run 1: {run:?}, expected completed by {}", w2.worker_id),
         )?;
         one_resolution(&h.queue, &task, 1, "completed", None)?;
@@ -471,7 +550,9 @@ fn sigquit_drain(ctx: SuiteContext) -> SuiteFuture {
         wait_log(&w, "SIGQUIT", Duration::from_secs(5)).await?;
         let late = create(&h.queue, "true")?;
         let code = w.wait_exit(Duration::from_secs(45)).await;
-        check(code == Some(0), || format!("worker exit status {code:?} after SIGQUIT, expected 0"))?;
+        check(code == Some(0), || {
+            format!("worker exit status {code:?} after SIGQUIT, expected 0")
+        })?;
 
         one_resolution(&h.queue, &task, 0, "completed", None)?;
         let log = h
@@ -479,7 +560,9 @@ fn sigquit_drain(ctx: SuiteContext) -> SuiteFuture {
             .artifact(&task, 0, "public/logs/live_backing.log")
             .and_then(|a| a.text())
             .unwrap_or_default();
-        check(log.contains("drained"), || format!("drained task's log is incomplete: {log}"))?;
+        check(log.contains("drained"), || {
+            format!("drained task's log is incomplete: {log}")
+        })?;
         let runs = h.queue.runs(&late);
         check(
             runs.len() == 1 && runs[0].state == RunState::Pending && runs[0].worker_id.is_none(),
@@ -520,13 +603,18 @@ fn capacity(ctx: SuiteContext) -> SuiteFuture {
         let mut windows = Vec::new();
         for t in &tasks {
             one_resolution(&h.queue, t, 0, "completed", None)?;
-            windows.push(run_window(&h.queue, t, 0).ok_or_else(|| format!("task {t}: no start/end times"))?);
+            windows.push(
+                run_window(&h.queue, t, 0)
+                    .ok_or_else(|| format!("task {t}: no start/end times"))?,
+            );
         }
         let overlap = max_overlap(&windows);
         check(overlap <= 4 && sampled_max <= 4, || {
             format!("more than 4 tasks at once (from times: {overlap}, sampled: {sampled_max})")
         })?;
-        check(overlap > 1, || format!("tasks never ran in parallel (max {overlap} at once)"))?;
+        check(overlap > 1, || {
+            format!("tasks never ran in parallel (max {overlap} at once)")
+        })?;
         no_violations(&h.queue)
     })
 }
@@ -554,11 +642,17 @@ fn two_workers(ctx: SuiteContext) -> SuiteFuture {
                 .await
                 .map_err(err)?;
             let runs = h.queue.runs(t);
-            check(runs.len() == 1, || format!("task {t} has {} runs: {runs:?}", runs.len()))?;
+            check(runs.len() == 1, || {
+                format!("task {t} has {} runs: {runs:?}", runs.len())
+            })?;
             let calls = h.queue.resolutions_for(t, 0);
-            check(calls.len() == 1, || format!("task {t}: {} resolution calls: {calls:?}", calls.len()))?;
+            check(calls.len() == 1, || {
+                format!("task {t}: {} resolution calls: {calls:?}", calls.len())
+            })?;
             one_resolution(&h.queue, t, 0, "completed", None)?;
-            *by_worker.entry(run.worker_id.unwrap_or_default()).or_default() += 1;
+            *by_worker
+                .entry(run.worker_id.unwrap_or_default())
+                .or_default() += 1;
         }
         for w in [&w1, &w2] {
             check(by_worker.contains_key(&w.worker_id), || {
@@ -589,15 +683,24 @@ fn queue_faults(ctx: SuiteContext) -> SuiteFuture {
         // before, during and after the window.
         let mut tasks = vec![create(&h.queue, "sleep 16; echo long")?];
         for i in 0..7 {
-            tasks.push(create(&h.queue, &format!("sleep {}; echo short", 1 + i % 3))?);
+            tasks.push(create(
+                &h.queue,
+                &format!("sleep {}; echo short", 1 + i % 3),
+            )?);
         }
         h.queue
             .wait_running(&tasks[0], 0, Duration::from_secs(30))
             .await
             .map_err(err)?;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        h.queue.inject(Fault::window(Duration::from_secs(4), FaultKind::ServerError));
-        h.queue.inject(Fault::window(Duration::from_secs(8), FaultKind::DropConnection));
+        h.queue.inject(Fault::window(
+            Duration::from_secs(4),
+            FaultKind::ServerError,
+        ));
+        h.queue.inject(Fault::window(
+            Duration::from_secs(8),
+            FaultKind::DropConnection,
+        ));
         let window_end = Utc::now() + chrono::Duration::seconds(8);
 
         for t in &tasks {
@@ -608,14 +711,20 @@ fn queue_faults(ctx: SuiteContext) -> SuiteFuture {
                 .map_err(err)?;
             let runs = h.queue.runs(t);
             check(run.state == RunState::Completed, || {
-                format!("task {t} ended {:?} {:?}: {runs:?}", run.state, run.reason_resolved)
+                format!(
+                    "task {t} ended {:?} {:?}: {runs:?}",
+                    run.state, run.reason_resolved
+                )
             })?;
             for r in &runs {
-                check(r.state.is_resolved(), || format!("task {t}: run left unresolved: {runs:?}"))?;
+                check(r.state.is_resolved(), || {
+                    format!("task {t}: run left unresolved: {runs:?}")
+                })?;
                 if r.run_id + 1 < runs.len() as u32 {
-                    check(r.reason_resolved.as_deref() == Some("claim-expired"), || {
-                        format!("task {t}: unexpected retry: {runs:?}")
-                    })?;
+                    check(
+                        r.reason_resolved.as_deref() == Some("claim-expired"),
+                        || format!("task {t}: unexpected retry: {runs:?}"),
+                    )?;
                 } else {
                     one_resolution(&h.queue, t, r.run_id, "completed", None)?;
                 }
@@ -633,10 +742,16 @@ fn queue_faults(ctx: SuiteContext) -> SuiteFuture {
         })?;
         let log = h
             .queue
-            .artifact(&tasks[0], h.queue.runs(&tasks[0]).len() as u32 - 1, "public/logs/live_backing.log")
+            .artifact(
+                &tasks[0],
+                h.queue.runs(&tasks[0]).len() as u32 - 1,
+                "public/logs/live_backing.log",
+            )
             .and_then(|a| a.text())
             .unwrap_or_default();
-        check(log.contains("long"), || format!("long task's log incomplete: {log}"))?;
+        check(log.contains("long"), || {
+            format!("long task's log incomplete: {log}")
+        })?;
         no_violations(&h.queue)
     })
 }
@@ -645,11 +760,14 @@ fn queue_faults(ctx: SuiteContext) -> SuiteFuture {
 fn startup_sweep(ctx: SuiteContext) -> SuiteFuture {
     Box::pin(async move {
         let mut h = ctx.harness(FakeQueueOptions::default()).await?;
-        let worker_id = format!("sweep-{}", crate::testkit::fake_queue::new_task_id().to_lowercase())
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(38)
-            .collect::<String>();
+        let worker_id = format!(
+            "sweep-{}",
+            crate::testkit::fake_queue::new_task_id().to_lowercase()
+        )
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(38)
+        .collect::<String>();
         let out = tokio::process::Command::new("docker")
             .args(["create", "--label"])
             .arg(format!("{LABEL_WORKER}={worker_id}"))
@@ -659,7 +777,10 @@ fn startup_sweep(ctx: SuiteContext) -> SuiteFuture {
             .map_err(err)?;
         let leftover = String::from_utf8_lossy(&out.stdout).trim().to_string();
         check(out.status.success() && !leftover.is_empty(), || {
-            format!("docker create failed: {}", String::from_utf8_lossy(&out.stderr))
+            format!(
+                "docker create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
         })?;
         let _guard = ContainerGuard(vec![leftover.clone()]);
 
@@ -688,7 +809,8 @@ fn startup_sweep(ctx: SuiteContext) -> SuiteFuture {
             .await
             .map_err(err)?;
         check(
-            run.state == RunState::Completed && run.worker_id.as_deref() == Some(worker_id.as_str()),
+            run.state == RunState::Completed
+                && run.worker_id.as_deref() == Some(worker_id.as_str()),
             || format!("task after the sweep: {run:?}"),
         )
     })
