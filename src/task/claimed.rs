@@ -278,16 +278,22 @@ async fn watch_run(
     poll: Duration,
 ) {
     let mut next_poll = (!poll.is_zero()).then(|| tokio::time::Instant::now() + poll);
+    // Fixed when the claim is taken or renewed: recomputing it after every status poll would
+    // push the reclaim ever closer to takenUntil.
+    let next_reclaim = || {
+        let left = (run.taken_until() - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left / divisor
+    };
+    let mut reclaim_at = next_reclaim();
     loop {
-        let until = run.taken_until();
-        let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        let reclaim_at = tokio::time::Instant::now() + left / divisor;
         let poll_at = next_poll.unwrap_or(reclaim_at + Duration::from_secs(3600));
         tokio::select! {
             _ = done.cancelled() => return,
             _ = tokio::time::sleep_until(reclaim_at) => {
                 match run.reclaim().await {
-                    Ok(r) => tracing::info!(task_id = run.task_id(), run_id = run.run_id(), taken_until = %r.taken_until, "reclaimed"),
+                    Ok(_) => reclaim_at = next_reclaim(),
                     Err(e) if e.is_conflict() => {
                         tracing::warn!(task_id = run.task_id(), run_id = run.run_id(), "reclaim answered 409: the run was resolved elsewhere");
                         abort.abort(AbortReason::ResolvedElsewhere("reclaim returned 409".into()));
