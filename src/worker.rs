@@ -106,8 +106,9 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
     loop {
         // Wait for at least one free slot (or stop).
         let first = tokio::select! {
-            permit = capacity.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            biased;
             _ = shutdown.stop_claiming.cancelled() => break,
+            permit = capacity.clone().acquire_owned() => permit.expect("semaphore is never closed"),
         };
         let mut permits = vec![first];
         while permits.len() < MAX_CLAIM as usize {
@@ -130,10 +131,17 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
             idle_since = tokio::time::Instant::now();
         }
 
-        let claimed = tokio::select! {
-            r = queue.claim_work(&task_queue_id, &config.worker_group, &config.worker_id, permits.len() as u32) => r,
-            _ = shutdown.stop_claiming.cancelled() => break,
-        };
+        // Never abandon a claimWork in flight: the queue may already have given us tasks. Claims
+        // that arrive after a stop (drain included) are handed back at once: their abort token is
+        // already cancelled, so each resolves `worker-shutdown` and the queue retries it elsewhere.
+        let claimed = queue
+            .claim_work(
+                &task_queue_id,
+                &config.worker_group,
+                &config.worker_id,
+                permits.len() as u32,
+            )
+            .await;
         let claims = match claimed {
             Ok(claims) => {
                 errors = 0;
@@ -178,7 +186,13 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
             let work_dir = work
                 .path()
                 .join(format!("{}-{}", claim.task_id(), claim.run_id));
-            let abort_tasks = shutdown.abort_tasks.clone();
+            let abort_tasks = if shutdown.stop_claiming.is_cancelled() {
+                let handed_back = CancellationToken::new();
+                handed_back.cancel();
+                handed_back
+            } else {
+                shutdown.abort_tasks.clone()
+            };
             tracker.spawn(async move {
                 let ctx = ClaimedContext {
                     engine: &engine,
