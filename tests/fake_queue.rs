@@ -162,7 +162,15 @@ async fn reclaim_rotates_credentials_and_stale_ones_get_401() {
     );
     assert!(fq.violations().is_empty());
 
-    // The superseded credentials are refused and the call is recorded as a violation.
+    // Once the worker has used the newer credentials, the older ones are refused and the call
+    // is recorded as a violation. (Until then they stay valid: a reclaim whose answer was lost
+    // must not strand the worker.)
+    let q2 = queue(&fq, second.clone());
+    let re2 = q2.reclaimTask(&task_id, "0").await.unwrap();
+    assert_ne!(
+        re2["credentials"]["clientId"],
+        re["credentials"]["clientId"]
+    );
     let err = q1.reclaimTask(&task_id, "0").await.unwrap_err();
     assert_eq!(status_of(&err), Some(401));
     let v = fq.violations();
@@ -170,17 +178,10 @@ async fn reclaim_rotates_credentials_and_stale_ones_get_401() {
     assert!(v[0].reason.contains("stale"), "{v:?}");
     assert_eq!(v[0].client_id.as_deref(), Some(first.client_id.as_str()));
 
-    // The newest ones work, and reclaim again rotates.
-    let q2 = queue(&fq, second.clone());
-    let re2 = q2.reclaimTask(&task_id, "0").await.unwrap();
-    assert_ne!(
-        re2["credentials"]["clientId"],
-        re["credentials"]["clientId"]
-    );
-    let err = q2.reportCompleted(&task_id, "0").await.unwrap_err();
-    assert_eq!(status_of(&err), Some(401));
     let q3 = queue(&fq, creds_of(&re2["credentials"]));
     q3.reportCompleted(&task_id, "0").await.unwrap();
+    let err = q2.reportCompleted(&task_id, "0").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(401));
     assert_eq!(fq.violations().len(), 2);
     let calls = fq.calls();
     assert!(calls

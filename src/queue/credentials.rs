@@ -128,7 +128,7 @@ impl CredentialsCell {
         credentials: Credentials,
         taken_until: DateTime<Utc>,
     ) -> Result<Generation, QueueError> {
-        let queue = services.queue(&credentials)?;
+        let queue = services.run_queue(&credentials)?;
         Ok(Generation {
             credentials,
             queue,

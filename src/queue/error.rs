@@ -89,6 +89,11 @@ impl QueueError {
         matches!(self, QueueError::Conflict { .. })
     }
 
+    /// True for 5xx and network errors: worth another try.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Server { .. } | QueueError::Network { .. })
+    }
+
     /// The HTTP status of the failing answer, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {

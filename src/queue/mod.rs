@@ -34,7 +34,7 @@ pub use types::{
 };
 pub use upload::{BytesSource, FileSource, StorageType, UploadOptions, UploadSource};
 
-use credentials::CredentialsCell;
+use credentials::{CredentialsCell, Generation};
 use types::{
     ClaimWorkRequest, ClaimWorkResponse, CreateArtifactRequest, CreateArtifactResponse,
     ExceptionRequest, FinishArtifactRequest, ReclaimResponse, TaskStatusResponse,
@@ -82,12 +82,26 @@ impl Services {
             .retry(self.retry.to_taskcluster())
     }
 
-    /// A Queue client signed with `credentials`.
+    /// A Queue client signed with `credentials`, retrying on its own (the worker's claimWork).
     pub(crate) fn queue(
         &self,
         credentials: &Credentials,
     ) -> Result<taskcluster::Queue, QueueError> {
         taskcluster::Queue::new(self.builder(credentials))
+            .map_err(|e| QueueError::Setup(format!("building the Queue client: {e:#}")))
+    }
+
+    /// A Queue client for one generation of a run's credentials: it never retries by itself,
+    /// so that every retry of a run call ([`RunClient::call`]) is signed with the newest ones.
+    pub(crate) fn run_queue(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<taskcluster::Queue, QueueError> {
+        let builder = self.builder(credentials).retry(taskcluster::Retry {
+            retries: 0,
+            ..self.retry.to_taskcluster()
+        });
+        taskcluster::Queue::new(builder)
             .map_err(|e| QueueError::Setup(format!("building the Queue client: {e:#}")))
     }
 
@@ -268,12 +282,12 @@ impl RunClient {
     /// `reclaimTask`: extends the claim and installs the NEW credentials for all later calls.
     /// A [`QueueError::Conflict`] means the run was resolved elsewhere (e.g. canceled).
     pub async fn reclaim(&self) -> Result<Reclaim, QueueError> {
-        let current = self.inner.cell.current();
-        let v = current
-            .queue
-            .reclaimTask(&self.inner.task_id, &self.inner.run_id_str)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("reclaimTask", e))?;
+        let (task_id, run_id) = (&self.inner.task_id, &self.inner.run_id_str);
+        let v = self
+            .call("reclaimTask", |g| async move {
+                g.queue.reclaimTask(task_id, run_id).await
+            })
+            .await?;
         let r: ReclaimResponse = parse("reclaimTask", v)?;
         self.inner
             .cell
@@ -287,35 +301,33 @@ impl RunClient {
 
     /// `status` of the task (to notice a cancel between reclaims).
     pub async fn status(&self) -> Result<TaskStatus, QueueError> {
-        let current = self.inner.cell.current();
-        let v = current
-            .queue
-            .status(&self.inner.task_id)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("status", e))?;
+        let task_id = &self.inner.task_id;
+        let v = self
+            .call("status", |g| async move { g.queue.status(task_id).await })
+            .await?;
         Ok(parse::<TaskStatusResponse>("status", v)?.status)
     }
 
     /// `reportCompleted`: resolve the run as completed.
     pub async fn report_completed(&self) -> Result<TaskStatus, QueueError> {
-        let current = self.inner.cell.current();
-        let v = current
-            .queue
-            .reportCompleted(&self.inner.task_id, &self.inner.run_id_str)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("reportCompleted", e))?;
+        let (task_id, run_id) = (&self.inner.task_id, &self.inner.run_id_str);
+        let v = self
+            .call("reportCompleted", |g| async move {
+                g.queue.reportCompleted(task_id, run_id).await
+            })
+            .await?;
         self.resolved("completed");
         Ok(parse::<TaskStatusResponse>("reportCompleted", v)?.status)
     }
 
     /// `reportFailed`: resolve the run as failed.
     pub async fn report_failed(&self) -> Result<TaskStatus, QueueError> {
-        let current = self.inner.cell.current();
-        let v = current
-            .queue
-            .reportFailed(&self.inner.task_id, &self.inner.run_id_str)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("reportFailed", e))?;
+        let (task_id, run_id) = (&self.inner.task_id, &self.inner.run_id_str);
+        let v = self
+            .call("reportFailed", |g| async move {
+                g.queue.reportFailed(task_id, run_id).await
+            })
+            .await?;
         self.resolved("failed");
         Ok(parse::<TaskStatusResponse>("reportFailed", v)?.status)
     }
@@ -325,13 +337,13 @@ impl RunClient {
         &self,
         reason: ExceptionReason,
     ) -> Result<TaskStatus, QueueError> {
-        let current = self.inner.cell.current();
         let body = serde_json::to_value(ExceptionRequest { reason }).expect("serializable");
-        let v = current
-            .queue
-            .reportException(&self.inner.task_id, &self.inner.run_id_str, &body)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("reportException", e))?;
+        let (task_id, run_id, body_ref) = (&self.inner.task_id, &self.inner.run_id_str, &body);
+        let v = self
+            .call("reportException", |g| async move {
+                g.queue.reportException(task_id, run_id, body_ref).await
+            })
+            .await?;
         self.resolved(body["reason"].as_str().unwrap_or("exception"));
         Ok(parse::<TaskStatusResponse>("reportException", v)?.status)
     }
@@ -413,13 +425,13 @@ impl RunClient {
         name: &str,
         req: &CreateArtifactRequest<'_>,
     ) -> Result<CreateArtifactResponse, QueueError> {
-        let current = self.inner.cell.current();
         let body = serde_json::to_value(req).expect("serializable");
-        let v = current
-            .queue
-            .createArtifact(&self.inner.task_id, &self.inner.run_id_str, name, &body)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("createArtifact", e))?;
+        let (task_id, run_id, body) = (&self.inner.task_id, &self.inner.run_id_str, &body);
+        let v = self
+            .call("createArtifact", |g| async move {
+                g.queue.createArtifact(task_id, run_id, name, body).await
+            })
+            .await?;
         parse("createArtifact", v)
     }
 
@@ -429,13 +441,37 @@ impl RunClient {
         name: &str,
         upload_id: &str,
     ) -> Result<(), QueueError> {
-        let current = self.inner.cell.current();
         let body = serde_json::to_value(FinishArtifactRequest { upload_id }).expect("serializable");
-        current
-            .queue
-            .finishArtifact(&self.inner.task_id, &self.inner.run_id_str, name, &body)
-            .await
-            .map_err(|e| QueueError::from_taskcluster("finishArtifact", e))
+        let (task_id, run_id, body) = (&self.inner.task_id, &self.inner.run_id_str, &body);
+        self.call("finishArtifact", |g| async move {
+            g.queue.finishArtifact(task_id, run_id, name, body).await
+        })
+        .await
+    }
+
+    /// One run call with retries (5xx, network; backoff with jitter). Each attempt takes the
+    /// newest credentials, so a retry after a reclaim is never signed with superseded ones.
+    async fn call<T, F, Fut>(&self, operation: &str, attempt: F) -> Result<T, QueueError>
+    where
+        F: Fn(Arc<Generation>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let policy = &self.inner.services.retry;
+        let mut retry = 0;
+        loop {
+            match attempt(self.inner.cell.current()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let err = QueueError::from_taskcluster(operation, e);
+                    if !err.is_transient() || retry >= policy.retries {
+                        return Err(err);
+                    }
+                    tracing::debug!(operation, retry, error = %err, "retrying");
+                    tokio::time::sleep(policy.delay(retry)).await;
+                    retry += 1;
+                }
+            }
+        }
     }
 }
 

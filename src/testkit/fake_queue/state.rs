@@ -68,8 +68,12 @@ pub struct Run {
     pub taken_until: Option<DateTime<Utc>>,
     pub worker_group: Option<String>,
     pub worker_id: Option<String>,
-    /// clientId of the newest task credentials issued for this run.
-    pub current_client_id: Option<String>,
+    /// clientIds of the task credentials issued for this run (claim, then each reclaim).
+    pub issued_client_ids: Vec<String>,
+    /// Index in `issued_client_ids` of the newest credentials the worker has used. Older ones
+    /// are stale from then on. (A reclaim whose answer was lost leaves the worker on the older
+    /// credentials, which stay valid, as on the real queue, until it uses the newer ones.)
+    pub newest_used: usize,
 }
 
 impl Run {
@@ -85,7 +89,8 @@ impl Run {
             taken_until: None,
             worker_group: None,
             worker_id: None,
-            current_client_id: None,
+            issued_client_ids: Vec::new(),
+            newest_used: 0,
         }
     }
 
@@ -478,8 +483,9 @@ impl State {
                 run_id,
             },
         );
-        self.tasks.get_mut(task_id).unwrap().runs[run_id as usize].current_client_id =
-            Some(client_id);
+        self.tasks.get_mut(task_id).unwrap().runs[run_id as usize]
+            .issued_client_ids
+            .push(client_id);
         creds
     }
 
@@ -707,13 +713,23 @@ impl State {
         creds
     }
 
-    /// Is `client_id` a task credential superseded by a newer reclaim? Returns its run.
-    pub fn stale_run_creds(&self, client_id: &str) -> Option<(String, u32)> {
-        let Some(CredKind::Run { task_id, run_id }) = self.creds.get(client_id) else {
+    /// Is `client_id` a task credential superseded by newer ones the worker already used?
+    /// Returns its run. Otherwise records that this generation has been used.
+    pub fn stale_run_creds(&mut self, client_id: &str) -> Option<(String, u32)> {
+        let Some(CredKind::Run { task_id, run_id }) = self.creds.get(client_id).cloned() else {
             return None;
         };
-        let run = self.tasks.get(task_id)?.runs.get(*run_id as usize)?;
-        (run.current_client_id.as_deref() != Some(client_id)).then(|| (task_id.clone(), *run_id))
+        let run = self
+            .tasks
+            .get_mut(&task_id)?
+            .runs
+            .get_mut(run_id as usize)?;
+        let generation = run.issued_client_ids.iter().position(|c| c == client_id)?;
+        if generation < run.newest_used {
+            return Some((task_id, run_id));
+        }
+        run.newest_used = generation;
+        None
     }
 
     /// Register a URL on the fake to which a PUT stores bytes.

@@ -689,7 +689,7 @@ fn queue_faults(ctx: SuiteContext) -> SuiteFuture {
             ..FakeQueueOptions::default()
         };
         let mut h = ctx.harness(opts).await?;
-        let _w = h
+        let w = h
             .worker(WorkerOptions {
                 capacity: 3,
                 cancel_poll_interval: 2,
@@ -728,8 +728,14 @@ fn queue_faults(ctx: SuiteContext) -> SuiteFuture {
                 .map_err(err)?;
             let runs = h.queue.runs(t);
             check(run.state == RunState::Completed, || {
+                let logs = w.logs();
+                let errors: Vec<&str> = logs
+                    .lines()
+                    .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                    .map(|l| &l[..l.len().min(400)])
+                    .collect();
                 format!(
-                    "task {t} ended {:?} {:?}: {runs:?}",
+                    "task {t} ended {:?} {:?}: {runs:?}\nworker warnings: {errors:#?}",
                     run.state, run.reason_resolved
                 )
             })?;
