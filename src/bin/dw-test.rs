@@ -15,11 +15,11 @@ use docker_worker::testkit::{bench, images, runner, suites::SuiteContext};
     about = "Build the test images, then run the end-to-end suites against a fake queue and the real docker-worker"
 )]
 struct Cli {
-    /// Run only the suites whose name contains PAT.
+    /// Run only the suites (or bench figures) whose name contains PAT.
     #[arg(long, value_name = "PAT", global = true)]
     filter: Option<String>,
-    /// List the suites and exit.
-    #[arg(long)]
+    /// List the suites (or bench figures) and exit.
+    #[arg(long, global = true)]
     list: bool,
     /// The docker-worker binary to test (default: next to dw-test).
     #[arg(long, value_name = "PATH", global = true)]
@@ -89,13 +89,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Bench { json, quick }) => {
+            if cli.list {
+                bench::FIGURES.iter().for_each(|f| println!("{f}"));
+                return Ok(ExitCode::SUCCESS);
+            }
             let worker_bin = worker_bin(cli.worker_bin)?;
             build_images().await.context("building the test images")?;
-            let config = if quick {
+            let mut config = if quick {
                 bench::BenchConfig::quick(worker_bin)
             } else {
                 bench::BenchConfig::full(worker_bin)
             };
+            config.filter = cli.filter;
             let report = bench::run(&config).await.context("bench")?;
             print!("{}", report.table());
             if let Some(path) = json {

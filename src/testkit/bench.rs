@@ -38,6 +38,17 @@ pub struct BenchConfig {
     pub capacity: usize,
     /// Bytes the log task writes.
     pub log_bytes: u64,
+    /// Only the figures whose key (see [`FIGURES`]) contains this.
+    pub filter: Option<String>,
+}
+
+/// The figures' keys, in the order they run (`dw-test bench --filter`).
+pub const FIGURES: &[&str] = &["overhead", "throughput", "idle-rss", "log", "cancel"];
+
+impl BenchConfig {
+    fn selected(&self, key: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| key.contains(f))
+    }
 }
 
 impl BenchConfig {
@@ -49,6 +60,7 @@ impl BenchConfig {
             parallel_tasks: 100,
             capacity: 4,
             log_bytes: 300_000_000,
+            filter: None,
         }
     }
 
@@ -60,6 +72,7 @@ impl BenchConfig {
             parallel_tasks: 8,
             capacity: 4,
             log_bytes: 10_000_000,
+            filter: None,
         }
     }
 }
@@ -279,11 +292,21 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
 
     progress("warming up (one worker task, one docker run)");
     warm_up(&mut h).await?;
-    rows.push(overhead(&mut h, config).await?);
-    rows.push(throughput(&mut h, config).await?);
-    rows.push(idle_rss(config).await?);
-    rows.extend(log_throughput(&mut h, config).await?);
-    rows.push(cancel_latency(&mut h).await?);
+    if config.selected("overhead") {
+        rows.push(overhead(&mut h, config).await?);
+    }
+    if config.selected("throughput") {
+        rows.push(throughput(&mut h, config).await?);
+    }
+    if config.selected("idle-rss") {
+        rows.push(idle_rss(config).await?);
+    }
+    if config.selected("log") {
+        rows.extend(log_throughput(&mut h, config).await?);
+    }
+    if config.selected("cancel") {
+        rows.push(cancel_latency(&mut h).await?);
+    }
 
     let leftovers = h.leftover_containers();
     if !leftovers.is_empty() {
@@ -518,10 +541,14 @@ async fn throughput(h: &mut Harness, config: &BenchConfig) -> Result<Row, BenchE
     let ids = (0..n)
         .map(|_| create(h, FIGURE, payload(TRIVIAL, 60)))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut busy = Duration::ZERO;
     for id in &ids {
-        completed(h, FIGURE, id, Duration::from_secs(600), &worker).await?;
+        busy += completed(h, FIGURE, id, Duration::from_secs(600), &worker).await?;
     }
     let worker_wall = t0.elapsed();
+    // How many tasks ran at once on average: capacity when the claim loop keeps up.
+    let mean_running = busy.as_secs_f64() / worker_wall.as_secs_f64();
+    let mean_task_s = busy.as_secs_f64() / n as f64;
     stop_worker(worker).await;
 
     let per_loop: Vec<usize> = (0..cap)
@@ -551,7 +578,7 @@ async fn throughput(h: &mut Harness, config: &BenchConfig) -> Result<Row, BenchE
     let w = n as f64 / worker_wall.as_secs_f64();
     let d = n as f64 / docker_wall.as_secs_f64();
     progress(&format!(
-        "{FIGURE}: worker {w:.2} tasks/s ({:.1} s), docker run {d:.2} tasks/s ({:.1} s)",
+        "{FIGURE}: worker {w:.2} tasks/s ({:.1} s; {mean_running:.2} running on average, {mean_task_s:.3} s each), docker run {d:.2} tasks/s ({:.1} s)",
         worker_wall.as_secs_f64(),
         docker_wall.as_secs_f64()
     ));
@@ -568,6 +595,8 @@ async fn throughput(h: &mut Harness, config: &BenchConfig) -> Result<Row, BenchE
             "worker_wall_s": worker_wall.as_secs_f64(),
             "docker_wall_s": docker_wall.as_secs_f64(),
             "worker_wall_is": "first createTask to last resolution",
+            "worker_mean_running": mean_running,
+            "worker_mean_claim_to_resolution_s": mean_task_s,
         }),
     ))
 }
@@ -649,6 +678,7 @@ async fn log_throughput(h: &mut Harness, config: &BenchConfig) -> Result<Vec<Row
     if let Some(kb) = proc_status_kb(pid, "VmHWM") {
         peak_kb = peak_kb.max(kb);
     }
+    let cpu_s = proc_cpu_seconds(pid);
     stop_worker(worker).await;
 
     let artifact = h
@@ -683,10 +713,11 @@ async fn log_throughput(h: &mut Harness, config: &BenchConfig) -> Result<Vec<Row
     let d = mb / docker_wall.as_secs_f64();
     let peak_mb = peak_kb as f64 / 1024.0;
     progress(&format!(
-        "{FIGURE}: worker {w:.1} MB/s ({:.1} s streaming, {:.1} s task wall), docker run -t {d:.1} MB/s ({:.1} s); peak RSS {peak_mb:.1} MB",
+        "{FIGURE}: worker {w:.1} MB/s ({:.1} s streaming, {:.1} s task wall), docker run -t {d:.1} MB/s ({:.1} s); peak RSS {peak_mb:.1} MB, worker CPU {:.1} s",
         streamed.as_secs_f64(),
         task_wall.as_secs_f64(),
-        docker_wall.as_secs_f64()
+        docker_wall.as_secs_f64(),
+        cpu_s.unwrap_or(-1.0)
     ));
     Ok(vec![
         Row::new(
@@ -704,6 +735,7 @@ async fn log_throughput(h: &mut Harness, config: &BenchConfig) -> Result<Vec<Row
                 "worker_claim_to_resolution_s": claim_to_resolution.as_secs_f64(),
                 "worker_task_wall_s": task_wall.as_secs_f64(),
                 "docker_run_t_wall_s": docker_wall.as_secs_f64(),
+                "worker_cpu_s": cpu_s,
             }),
         ),
         Row::new(
@@ -852,6 +884,16 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// User plus system CPU seconds a process has used (`/proc/<pid>/stat`, 100 ticks a second).
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
+}
+
 /// The median (mean of the middle two for an even count); 0 for no samples.
 fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
@@ -895,5 +937,6 @@ mod tests {
     #[test]
     fn proc_status_reads_this_process() {
         assert!(proc_status_kb(std::process::id(), "VmRSS").unwrap() > 0);
+        assert!(proc_cpu_seconds(std::process::id()).is_some());
     }
 }
