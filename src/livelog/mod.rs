@@ -27,6 +27,8 @@ pub struct TaskLog {
     file: File,
     path: PathBuf,
     progress: watch::Sender<Progress>,
+    /// Whether the last byte written ended a line (worker lines always start on a fresh line).
+    at_line_start: bool,
 }
 
 /// A handle that opens followers of a log; cheap to clone, usable after the writer is gone.
@@ -52,6 +54,7 @@ impl TaskLog {
             file,
             path,
             progress,
+            at_line_start: true,
         })
     }
 
@@ -85,13 +88,16 @@ impl TaskLog {
         }
         self.file.write_all(bytes).await?;
         self.file.flush().await?;
+        self.at_line_start = bytes.ends_with(b"\n");
         self.progress.send_modify(|p| p.len += bytes.len() as u64);
         Ok(())
     }
 
-    /// Write a worker info line: `[taskcluster <time>] message`.
+    /// Write a worker info line: `[taskcluster <time>] message`, on a line of its own even when
+    /// the container's output did not end with a newline.
     pub async fn info(&mut self, message: &str) -> io::Result<()> {
-        let line = format!("{}{}\r\n", info_prefix(), message);
+        let start = if self.at_line_start { "" } else { "\r\n" };
+        let line = format!("{start}{}{}\r\n", info_prefix(), message);
         self.write(line.as_bytes()).await
     }
 
@@ -216,6 +222,20 @@ mod tests {
         let got = String::from_utf8(reader.await.unwrap()).unwrap();
         assert_eq!(got.lines().count(), 100);
         assert!(got.ends_with("line 99\n"));
+    }
+
+    #[tokio::test]
+    async fn worker_lines_start_on_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = TaskLog::create(dir.path().join("log")).await.unwrap();
+        let followers = log.followers();
+        log.write(b"no newline at the end").await.unwrap();
+        log.info("=== Task Finished ===").await.unwrap();
+        log.close().await.unwrap();
+        let text = String::from_utf8(collect(&followers).await).unwrap();
+        let (output, marker) = text.split_once("\r\n").unwrap();
+        assert_eq!(output, "no newline at the end");
+        assert!(marker.starts_with("[taskcluster "), "{marker}");
     }
 
     #[tokio::test]

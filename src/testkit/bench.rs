@@ -759,8 +759,7 @@ fn marker_span(log: &[u8]) -> Option<Duration> {
     (end - start).to_std().ok()
 }
 
-/// The time of the `[taskcluster <time>] <marker>` line in `text`. (The marker may follow task
-/// output that did not end in a newline, so it is searched for, not matched as a whole line.)
+/// The time of the `[taskcluster <time>] <marker>` line in `text`.
 fn marker_time(text: &[u8], marker: &str) -> Option<DateTime<Utc>> {
     const PREFIX: &str = "[taskcluster ";
     let text = String::from_utf8_lossy(text);
