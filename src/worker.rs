@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +16,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::WorkerConfig;
 use crate::docker::{Docker, DockerError, LABEL_WORKER};
 use crate::livelog::server::{LiveLogError, LiveLogServer, TlsFiles};
-use crate::queue::{QueueClient, QueueError, QueueOptions, UploadOptions, MAX_CLAIM};
+use crate::queue::{
+    Claim, ExceptionReason, QueueClient, QueueError, QueueOptions, RunClient, UploadOptions,
+    MAX_CLAIM,
+};
 use crate::task::claimed::{run_claimed, ClaimedContext};
 use crate::task::Engine;
 
@@ -101,6 +107,8 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         .enabled
         .then(|| Duration::from_secs(config.shutdown.after_idle_seconds));
     let mut idle_since = tokio::time::Instant::now();
+    // When the last task ended (a task can run longer than the idle limit).
+    let last_done = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let mut errors = 0u32;
 
     loop {
@@ -119,7 +127,8 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         }
         if tracker.is_empty() {
             if let Some(limit) = idle_limit {
-                if idle_since.elapsed() >= limit {
+                let last_done = *last_done.lock().unwrap_or_else(|p| p.into_inner());
+                if idle_since.max(last_done).elapsed() >= limit {
                     tracing::info!(
                         idle_seconds = limit.as_secs(),
                         "idle too long: shutting down"
@@ -167,40 +176,35 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         }
         idle_since = tokio::time::Instant::now();
         for claim in claims {
-            let Some(permit) = permits.pop() else {
-                tracing::error!(
-                    task_id = claim.task_id(),
-                    "queue returned more claims than asked for"
-                );
-                break;
-            };
+            // More claims than asked for cannot be run here: hand them back at once.
+            let permit = permits.pop();
+            let handed_back = permit.is_none() || shutdown.stop_claiming.is_cancelled();
             let run = match queue.run_client(&claim) {
                 Ok(run) => run,
                 Err(e) => {
-                    tracing::error!(task_id = claim.task_id(), error = %e, "cannot build a client for the claimed run");
+                    tracing::error!(task_id = claim.task_id(), run_id = claim.run_id, error = %e,
+                        "cannot build a client for the claimed run: it is lost until its claim expires");
                     continue;
                 }
             };
-            let engine = engine.clone();
-            let live_log = live_log.clone();
-            let work_dir = work
-                .path()
-                .join(format!("{}-{}", claim.task_id(), claim.run_id));
-            let abort_tasks = if shutdown.stop_claiming.is_cancelled() {
-                let handed_back = CancellationToken::new();
-                handed_back.cancel();
-                handed_back
+            let abort_tasks = if handed_back {
+                let token = CancellationToken::new();
+                token.cancel();
+                token
             } else {
                 shutdown.abort_tasks.clone()
             };
+            let ctx = RunContext {
+                engine: engine.clone(),
+                live_log: live_log.clone(),
+                work_dir: work
+                    .path()
+                    .join(format!("{}-{}", claim.task_id(), claim.run_id)),
+                abort_tasks,
+                last_done: last_done.clone(),
+            };
             tracker.spawn(async move {
-                let ctx = ClaimedContext {
-                    engine: &engine,
-                    live_log: live_log.as_deref(),
-                    work_dir,
-                    abort_tasks,
-                };
-                run_claimed(ctx, run, claim).await;
+                ctx.run(run, claim).await;
                 drop(permit);
             });
         }
@@ -220,6 +224,47 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
     Ok(())
 }
 
+/// What one spawned run owns.
+struct RunContext {
+    engine: Engine,
+    live_log: Option<Arc<LiveLogServer>>,
+    work_dir: std::path::PathBuf,
+    abort_tasks: CancellationToken,
+    last_done: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl RunContext {
+    /// Run one claim to its resolution. A panic inside is caught and reported as
+    /// `internal-error`, so the daemon and the other runs go on.
+    async fn run(self, run: RunClient, claim: Claim) {
+        let reporter = run.clone();
+        let ctx = ClaimedContext {
+            engine: &self.engine,
+            live_log: self.live_log.as_deref(),
+            work_dir: self.work_dir.clone(),
+            abort_tasks: self.abort_tasks.clone(),
+        };
+        let outcome = AssertUnwindSafe(run_claimed(ctx, run, claim))
+            .catch_unwind()
+            .await;
+        if outcome.is_err() {
+            tracing::error!(
+                task_id = reporter.task_id(),
+                run_id = reporter.run_id(),
+                "the run panicked: reporting internal-error"
+            );
+            if let Err(e) = reporter
+                .report_exception(ExceptionReason::InternalError)
+                .await
+            {
+                tracing::error!(task_id = reporter.task_id(), error = %e, "reporting the panicked run failed");
+            }
+            let _ = tokio::fs::remove_dir_all(&self.work_dir).await;
+        }
+        *self.last_done.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+}
+
 /// Remove containers that carry this worker's label (left by a crash), logging each.
 pub async fn sweep(docker: &Docker, worker_id: &str) -> Result<usize, DockerError> {
     let leftovers = docker.list_labeled(LABEL_WORKER, worker_id).await?;
@@ -230,7 +275,9 @@ pub async fn sweep(docker: &Docker, worker_id: &str) -> Result<usize, DockerErro
             state = %c.state,
             "removing a container left by an earlier run of this worker"
         );
-        docker.remove(&c.id).await?;
+        if let Err(e) = docker.remove(&c.id).await {
+            tracing::error!(container = %c.id, error = %e, "removing a leftover container failed");
+        }
     }
     Ok(leftovers.len())
 }

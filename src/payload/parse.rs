@@ -69,6 +69,15 @@ pub(super) fn parse(value: &Value, ctx: &ValidationContext) -> Result<Payload, P
         c.err("payload.image", "required");
     }
     payload.features = c.resolve_features(&explicit_features, ctx);
+    // The worker uploads the log under these names itself; an artifact may not take them.
+    for reserved in [payload.log.clone(), super::backing_log_name(&payload.log)] {
+        if payload.artifacts.contains_key(&reserved) {
+            c.err(
+                &key_path("payload.artifacts", &reserved),
+                format!("the name \"{reserved}\" is reserved for the task log"),
+            );
+        }
+    }
 
     if !c.errors.is_empty() {
         return Err(PayloadErrors(c.errors));

@@ -530,3 +530,28 @@ fn backing_log_names() {
     assert_eq!(backing_log_name("dir.d/live"), "dir.d/live_backing");
     assert_eq!(backing_log_name("logs/.hidden"), "logs/.hidden_backing");
 }
+
+#[test]
+fn artifacts_may_not_take_the_log_names() {
+    let e = errs(with(
+        "artifacts",
+        json!({
+            "public/logs/live.log": {"type": "file", "path": "/a"},
+            "public/logs/live_backing.log": {"type": "file", "path": "/b"},
+            "public/other.log": {"type": "file", "path": "/c"}
+        }),
+    ));
+    assert_eq!(
+        e,
+        [
+            "payload.artifacts[\"public/logs/live.log\"]: the name \"public/logs/live.log\" is reserved for the task log",
+            "payload.artifacts[\"public/logs/live_backing.log\"]: the name \"public/logs/live_backing.log\" is reserved for the task log",
+        ]
+    );
+    let mut custom = with(
+        "artifacts",
+        json!({"public/logs/live.log": {"type": "file", "path": "/a"}}),
+    );
+    custom["log"] = json!("public/mine.log");
+    ok(custom);
+}

@@ -16,6 +16,9 @@ use crate::queue::{Claim, FileSource, QueueError, RunClient};
 use crate::resolution::{AbortReason, Resolution};
 use crate::task::{Abort, Engine, TaskRun};
 
+/// Wait before trying a reclaim again after one failed (its own retries used up).
+const RECLAIM_RETRY: Duration = Duration::from_secs(5);
+
 /// Content type of the task log.
 const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
@@ -147,7 +150,7 @@ async fn run_with_log(
             .await
         {
             tracing::warn!(task_id = run.task_id(), error = %e, "creating the live log reference failed");
-            if e.is_conflict() {
+            if e.is_conflict() && resolved_elsewhere(run).await {
                 return Resolution::Nothing;
             }
         }
@@ -236,12 +239,24 @@ async fn upload_log(
     .await;
     if let Err(e) = uploaded {
         tracing::error!(task_id = run.task_id(), run_id = run.run_id(), error = %e, "uploading the task log failed");
-        if e.is_conflict() {
+        if e.is_conflict() && resolved_elsewhere(run).await {
             return Resolution::Nothing;
         }
         resolution = Resolution::Exception(crate::queue::ExceptionReason::InternalError);
     }
     resolution
+}
+
+/// After a 409: was the run really resolved elsewhere? (The queue also answers 409 for an
+/// artifact name that already exists, which must not leave the run unreported.)
+async fn resolved_elsewhere(run: &RunClient) -> bool {
+    match run.status().await {
+        Ok(status) => status.run_is_resolved(run.run_id()),
+        Err(e) => {
+            tracing::warn!(task_id = run.task_id(), error = %e, "status after a 409 failed");
+            false
+        }
+    }
 }
 
 /// Report the resolution (exactly one call). A 409 means it was resolved elsewhere: logged only.
@@ -300,9 +315,11 @@ async fn watch_run(
                         return;
                     }
                     Err(e) => {
+                        // The run ends as internal-error, but keep the claim alive while its log
+                        // uploads: try again shortly (until the claim is gone or the run is done).
                         tracing::error!(task_id = run.task_id(), run_id = run.run_id(), error = %e, "reclaim failed");
                         abort.abort(AbortReason::InternalError(format!("reclaim failed: {e}")));
-                        return;
+                        reclaim_at = tokio::time::Instant::now() + RECLAIM_RETRY;
                     }
                 }
             }

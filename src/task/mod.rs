@@ -221,9 +221,14 @@ impl Engine {
         };
         let body = container::create_body(&payload, &image, &identity);
         let id = self.docker.create_container(None, body).await?;
+        let guard = RemoveOnDrop {
+            docker: self.docker.clone(),
+            id: Some(id.clone()),
+        };
         let result = self
             .run_container(&id, &payload, log, sink, abort, report)
             .await;
+        guard.disarm();
         if let Err(e) = self.docker.remove(&id).await {
             tracing::warn!(container = %id, error = %e, "removing task container failed");
             let _ = log
@@ -406,6 +411,32 @@ impl Engine {
             log.info(&line).await?;
         }
         Ok(())
+    }
+}
+
+/// Removes a container if the run unwinds (panics) before its explicit removal.
+struct RemoveOnDrop {
+    docker: Docker,
+    id: Option<String>,
+}
+
+impl RemoveOnDrop {
+    /// The normal path removes the container itself.
+    fn disarm(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let docker = self.docker.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = docker.remove(&id).await;
+                });
+            }
+        }
     }
 }
 

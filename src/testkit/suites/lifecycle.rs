@@ -35,6 +35,7 @@ pub fn suites() -> Vec<Suite> {
         s("lifecycle::two_workers", 150, two_workers),
         s("lifecycle::queue_faults", 240, queue_faults),
         s("lifecycle::startup_sweep", 90, startup_sweep),
+        s("lifecycle::idle_shutdown", 90, idle_shutdown),
     ]
 }
 
@@ -836,5 +837,38 @@ fn startup_sweep(ctx: SuiteContext) -> SuiteFuture {
                 && run.worker_id.as_deref() == Some(worker_id.as_str()),
             || format!("task after the sweep: {run:?}"),
         )
+    })
+}
+
+/// `shutdown.enabled`: a task longer than the idle limit is not cut short, and the worker exits 0
+/// once it has been idle that long after the task.
+fn idle_shutdown(ctx: SuiteContext) -> SuiteFuture {
+    Box::pin(async move {
+        let mut h = ctx.harness(FakeQueueOptions::default()).await?;
+        let task = create(&h.queue, "sleep 8; echo done")?;
+        let mut w = h
+            .worker(WorkerOptions {
+                extra_config: json!({"shutdown": {"enabled": true, "afterIdleSeconds": 4}}),
+                ..WorkerOptions::default()
+            })
+            .await?;
+        h.queue
+            .wait_resolved(&task, 0, Duration::from_secs(40))
+            .await
+            .map_err(err)?;
+        one_resolution(&h.queue, &task, 0, "completed", None)?;
+        let done = Instant::now();
+        let code = w.wait_exit(Duration::from_secs(40)).await;
+        check(code == Some(0), || {
+            format!("worker exit status {code:?}, expected 0 after being idle")
+        })?;
+        let idle = done.elapsed();
+        check(idle >= Duration::from_secs(3), || {
+            format!(
+                "the worker exited {:.1} s after its task: the task's run time counted as idle",
+                idle.as_secs_f64()
+            )
+        })?;
+        no_violations(&h.queue)
     })
 }
