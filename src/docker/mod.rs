@@ -58,6 +58,26 @@ pub fn endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
+/// A registry login for a pull. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct RegistryLogin {
+    /// The registry (host, as the daemon expects it).
+    pub server: String,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A connected Docker client (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Docker {
@@ -101,18 +121,26 @@ impl Docker {
         }
     }
 
-    /// Pull an image, yielding the daemon's progress messages. Errors carry the registry's message.
+    /// Pull an image (with a registry login when given), yielding the daemon's progress
+    /// messages. Errors carry the registry's message.
     pub fn pull(
         &self,
         name: &str,
+        login: Option<RegistryLogin>,
     ) -> impl Stream<Item = Result<CreateImageInfo, DockerError>> + Send + 'static {
         let (image, tag) = split_tag(name);
         let options = CreateImageOptionsBuilder::new()
             .from_image(image)
             .tag(tag)
             .build();
+        let credentials = login.map(|l| bollard::auth::DockerCredentials {
+            username: Some(l.username),
+            password: Some(l.password),
+            serveraddress: Some(l.server),
+            ..Default::default()
+        });
         self.inner
-            .create_image(Some(options), None, None)
+            .create_image(Some(options), None, credentials)
             .map_err(DockerError::from_bollard)
     }
 

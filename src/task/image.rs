@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 
-use crate::config::DockerSettings;
-use crate::docker::{Docker, DockerError};
+use crate::config::{DockerSettings, WorkerConfig};
+use crate::docker::{split_tag, Docker, DockerError, RegistryLogin};
 use crate::livelog::TaskLog;
 
 /// Why an image could not be had.
@@ -42,10 +42,53 @@ pub fn backoff(settings: &DockerSettings, attempt: u32) -> Duration {
     Duration::from_millis((base * factor) as u64)
 }
 
-/// Make `image` available locally, pulling it if needed.
+/// The image name with its registry host spelled out (`registries` keys are matched against it):
+/// a name whose first segment is not a host is on the default registry.
+fn qualified(image: &str, default_registry: &str) -> String {
+    let first = image.split('/').next().unwrap_or("");
+    let has_host =
+        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_host {
+        image.to_string()
+    } else {
+        format!("{}/{image}", default_registry.trim_end_matches('/'))
+    }
+}
+
+/// The login `registries` holds for `image`: the longest key that is a path prefix of the
+/// qualified name (`quay.io/mozilla` serves `quay.io/mozilla/xfoo`), as the original did.
+pub fn login_for(image: &str, config: &WorkerConfig) -> Option<RegistryLogin> {
+    let name = qualified(image, &config.docker_config.default_registry);
+    config
+        .registries
+        .iter()
+        .filter(|(key, _)| {
+            let key = key.trim_end_matches('/');
+            name == key || name.starts_with(&format!("{key}/"))
+        })
+        .max_by_key(|(key, _)| key.len())
+        .map(|(key, creds)| RegistryLogin {
+            server: key.split('/').next().unwrap_or(key).to_string(),
+            username: creds.username.clone(),
+            password: creds.password.clone(),
+        })
+}
+
+/// The scope a task needs to use a private image: `docker-worker:image:<repository>:<tag>`.
+pub fn private_image_scope(image: &str) -> String {
+    let (repository, tag) = split_tag(image);
+    if tag.is_empty() {
+        format!("docker-worker:image:{repository}")
+    } else {
+        format!("docker-worker:image:{repository}:{tag}")
+    }
+}
+
+/// Make `image` available locally, pulling it if needed (with `login` for private registries).
 pub async fn ensure(
     docker: &Docker,
     image: &str,
+    login: Option<RegistryLogin>,
     settings: &DockerSettings,
     log: &mut TaskLog,
 ) -> Result<(), ImageError> {
@@ -60,7 +103,7 @@ pub async fn ensure(
             "Downloading image \"{image}\" (attempt {attempt} of {attempts})"
         ))
         .await?;
-        match pull_once(docker, image, log).await {
+        match pull_once(docker, image, login.clone(), log).await {
             Ok(()) => {
                 log.info(&format!("Downloaded image \"{image}\"")).await?;
                 return Ok(());
@@ -87,8 +130,13 @@ enum PullError {
 }
 
 /// One pull; progress lines are written when a layer's status changes (not every byte count).
-async fn pull_once(docker: &Docker, image: &str, log: &mut TaskLog) -> Result<(), PullError> {
-    let mut stream = docker.pull(image);
+async fn pull_once(
+    docker: &Docker,
+    image: &str,
+    login: Option<RegistryLogin>,
+    log: &mut TaskLog,
+) -> Result<(), PullError> {
+    let mut stream = docker.pull(image, login);
     let mut last_status: HashMap<String, String> = HashMap::new();
     while let Some(item) = stream.next().await {
         let info = item.map_err(PullError::Docker)?;
@@ -111,6 +159,51 @@ async fn pull_once(docker: &Docker, image: &str, log: &mut TaskLog) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_logins_match_the_nearest_path() {
+        let mut config = WorkerConfig::default();
+        for (key, user) in [
+            ("quay.io/mozilla", "moz"),
+            ("quay.io", "quay"),
+            ("registry.hub.docker.com/team", "hub"),
+        ] {
+            config.registries.insert(
+                key.into(),
+                crate::config::RegistryCredentials {
+                    username: user.into(),
+                    password: "pw".into(),
+                },
+            );
+        }
+        let user = |image: &str| login_for(image, &config).map(|l| (l.server, l.username));
+        assert_eq!(
+            user("quay.io/mozilla/xfoo:1"),
+            Some(("quay.io".into(), "moz".into()))
+        );
+        assert_eq!(
+            user("quay.io/other/x"),
+            Some(("quay.io".into(), "quay".into()))
+        );
+        assert_eq!(
+            user("team/image:2"),
+            Some(("registry.hub.docker.com".into(), "hub".into()))
+        );
+        assert_eq!(
+            user("quay.io/mozillax/y"),
+            Some(("quay.io".into(), "quay".into()))
+        );
+        assert_eq!(user("ubuntu:24.04"), None);
+        assert_eq!(user("localhost:5000/team/x"), None);
+        assert_eq!(
+            private_image_scope("quay.io/mozilla/xfoo:1"),
+            "docker-worker:image:quay.io/mozilla/xfoo:1"
+        );
+        assert_eq!(
+            private_image_scope("team/image"),
+            "docker-worker:image:team/image:latest"
+        );
+    }
 
     #[test]
     fn backoff_grows_exponentially_within_the_jitter() {

@@ -170,8 +170,18 @@ impl Engine {
         };
         report.payload = Some(payload.clone());
 
+        let login = payload
+            .image
+            .docker_name()
+            .and_then(|name| image::login_for(name, &self.config));
         if let Some(scopes) = &task.scopes {
-            let missing = scopes::missing(scopes, &payload);
+            let mut missing = scopes::missing(scopes, &payload);
+            if let (Some(_), Some(name)) = (&login, payload.image.docker_name()) {
+                let need = image::private_image_scope(name);
+                if !scopes::satisfies(scopes, &need) {
+                    missing.push(need);
+                }
+            }
             if !missing.is_empty() {
                 log.error(&format!(
                     "Task is missing scopes required by its payload: {}",
@@ -201,7 +211,7 @@ impl Engine {
             return Ok(Outcome::Aborted(abort.aborted().await));
         }
         let pull = tokio::select! {
-            r = image::ensure(&self.docker, &image, &self.config.docker_config, log) => r,
+            r = image::ensure(&self.docker, &image, login, &self.config.docker_config, log) => r,
             reason = abort.aborted() => return Ok(Outcome::Aborted(reason)),
         };
         match pull {
