@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -1093,64 +1092,20 @@ impl AwsMetadata {
 /// Read the instance metadata (IMDSv2: a session token from `PUT /latest/api/token`, then GETs)
 /// from the service at `base_url` (normally [`DEFAULT_AWS_METADATA_URL`]).
 pub async fn fetch_aws_metadata(base_url: &str) -> Result<AwsMetadata, ConfigError> {
+    use crate::aws::Imds;
     let base = base_url.trim_end_matches('/');
-    let fail = |url: &str, message: String| ConfigError::AwsMetadata {
-        url: url.into(),
-        message,
-    };
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| fail(base, e.to_string()))?;
-
-    let token_url = format!("{base}/latest/api/token");
-    let token = async {
-        client
-            .put(&token_url)
-            .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await
-    }
-    .await
-    .map_err(|e| fail(&token_url, e.to_string()))?;
-
-    let get = |path: &'static str| {
-        let url = format!("{base}/latest/meta-data/{path}");
-        let request = client
-            .get(&url)
-            .header("X-aws-ec2-metadata-token", token.trim());
-        async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| fail(&url, e.to_string()))?;
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            let response = response
-                .error_for_status()
-                .map_err(|e| fail(&url, e.to_string()))?;
-            let text = response
-                .text()
-                .await
-                .map_err(|e| fail(&url, e.to_string()))?;
-            Ok::<_, ConfigError>(Some(text.trim().to_string()).filter(|s| !s.is_empty()))
-        }
-    };
+    let fail = |(url, message): (String, String)| ConfigError::AwsMetadata { url, message };
+    let imds = Imds::connect(base).await.map_err(fail)?;
     let required = |value: Option<String>, path: &str| {
-        value.ok_or_else(|| {
-            fail(
-                &format!("{base}/latest/meta-data/{path}"),
-                "not found".into(),
-            )
+        value.ok_or_else(|| ConfigError::AwsMetadata {
+            url: format!("{base}/latest/meta-data/{path}"),
+            message: "not found".into(),
         })
     };
-
+    let get = |path: &'static str| {
+        let imds = &imds;
+        async move { imds.get(path).await.map_err(fail) }
+    };
     Ok(AwsMetadata {
         ami_id: required(get("ami-id").await?, "ami-id")?,
         instance_id: required(get("instance-id").await?, "instance-id")?,

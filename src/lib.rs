@@ -14,6 +14,7 @@
 //!
 //! Module map (each file owns one thing):
 //! - [`config`]: worker settings (file + env + CLI), validated once.
+//! - [`aws`]: EC2 instance metadata and the spot termination notice.
 //! - [`payload`]: the task payload types and their validation.
 //! - [`docker`]: a thin wrapper over the Docker API (images, containers, archives, labels).
 //! - [`livelog`]: the task log: one writer, a backing file, many live readers, the HTTP server.
@@ -27,6 +28,7 @@
 //! - [`testkit`]: fake queue, image builder, suites and benchmarks for `dw-test`.
 
 pub mod artifacts;
+pub mod aws;
 pub mod config;
 pub mod deploy;
 pub mod docker;

@@ -99,6 +99,17 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerE
         "worker started"
     );
 
+    let spot_watch = CancellationToken::new();
+    if config.host_kind == crate::config::HostKind::Aws {
+        tokio::spawn(crate::aws::watch_spot_termination(
+            config.aws_metadata_url.clone(),
+            crate::aws::SPOT_POLL,
+            shutdown.clone(),
+            spot_watch.clone(),
+        ));
+    }
+    let _stop_spot_watch = spot_watch.drop_guard();
+
     let capacity = Arc::new(Semaphore::new(config.capacity.max(1)));
     let tracker = TaskTracker::new();
     let poll_interval = Duration::from_millis(config.task_queue.poll_interval);
