@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, CreateImageInfo};
+use bollard::models::{ContainerCreateBody, CreateImageInfo, PushImageInfo};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, PushImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -133,15 +134,46 @@ impl Docker {
             .from_image(image)
             .tag(tag)
             .build();
-        let credentials = login.map(|l| bollard::auth::DockerCredentials {
-            username: Some(l.username),
-            password: Some(l.password),
-            serveraddress: Some(l.server),
-            ..Default::default()
-        });
         self.inner
-            .create_image(Some(options), None, credentials)
+            .create_image(Some(options), None, login.map(credentials))
             .map_err(DockerError::from_bollard)
+    }
+
+    /// Give the local image `source` the name `target` (`repo[:tag]`).
+    pub async fn tag(&self, source: &str, target: &str) -> Result<(), DockerError> {
+        let (repo, tag) = split_tag(target);
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        self.inner
+            .tag_image(source, Some(options))
+            .await
+            .map_err(DockerError::from_bollard)
+    }
+
+    /// Push a local image to its registry (with a login when given), yielding the daemon's
+    /// progress messages. Errors carry the registry's message.
+    pub fn push(
+        &self,
+        name: &str,
+        login: Option<RegistryLogin>,
+    ) -> impl Stream<Item = Result<PushImageInfo, DockerError>> + Send + 'static {
+        let (image, tag) = split_tag(name);
+        let options = PushImageOptionsBuilder::new().tag(tag).build();
+        self.inner
+            .push_image(image, Some(options), login.map(credentials))
+            .map_err(DockerError::from_bollard)
+    }
+
+    /// Remove a local image name (the image itself goes when no other name refers to it).
+    /// A missing image is not an error.
+    pub async fn remove_image(&self, name: &str) -> Result<(), DockerError> {
+        let options = RemoveImageOptionsBuilder::new().build();
+        match self.inner.remove_image(name, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(DockerError::from_bollard(e)),
+        }
     }
 
     /// Build an image from a tar build context (Dockerfile at its root).
@@ -295,6 +327,16 @@ impl Docker {
                 })
             })
             .collect())
+    }
+}
+
+/// The `X-Registry-Auth` credentials for a login.
+fn credentials(login: RegistryLogin) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: Some(login.username),
+        password: Some(login.password),
+        serveraddress: Some(login.server),
+        ..Default::default()
     }
 }
 

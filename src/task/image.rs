@@ -56,8 +56,13 @@ fn qualified(image: &str, default_registry: &str) -> String {
 }
 
 /// The login `registries` holds for `image`: the longest key that is a path prefix of the
-/// qualified name (`quay.io/mozilla` serves `quay.io/mozilla/xfoo`), as the original did.
+/// qualified name (`quay.io/mozilla` serves `quay.io/mozilla/xfoo`), as the original did. A bare
+/// name (`ubuntu`, an official image) is never pulled with a login, as in the original: a
+/// `registry.hub.docker.com` login must not make every `ubuntu` task need a private-image scope.
 pub fn login_for(image: &str, config: &WorkerConfig) -> Option<RegistryLogin> {
+    if !image.contains('/') {
+        return None;
+    }
     let name = qualified(image, &config.docker_config.default_registry);
     config
         .registries
@@ -195,6 +200,22 @@ mod tests {
         );
         assert_eq!(user("ubuntu:24.04"), None);
         assert_eq!(user("localhost:5000/team/x"), None);
+
+        // A host-wide login for the default registry serves `team/image`, never a bare name.
+        config.registries.insert(
+            "registry.hub.docker.com".into(),
+            crate::config::RegistryCredentials {
+                username: "hubwide".into(),
+                password: "pw".into(),
+            },
+        );
+        let user = |image: &str| login_for(image, &config).map(|l| (l.server, l.username));
+        assert_eq!(
+            user("other/image"),
+            Some(("registry.hub.docker.com".into(), "hubwide".into()))
+        );
+        assert_eq!(user("ubuntu:24.04"), None);
+        assert_eq!(user("ubuntu"), None);
         assert_eq!(
             private_image_scope("quay.io/mozilla/xfoo:1"),
             "docker-worker:image:quay.io/mozilla/xfoo:1"
