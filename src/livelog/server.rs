@@ -24,9 +24,11 @@ use axum::routing::get;
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use rand::RngCore as _;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -37,6 +39,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Random bytes in a token (256 bits; the URL carries them as 43 URL-safe base64 characters).
 const TOKEN_BYTES: usize = 32;
+
+/// Most readers connected at once, over all logs (each holds a connection and an open file).
+pub const MAX_READERS: usize = 256;
 
 /// PEM files that turn on TLS for the live log server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +180,16 @@ impl LiveLogServer {
         public_base_url: Option<Url>,
         tls: Option<TlsFiles>,
     ) -> Result<LiveLogServer, LiveLogError> {
+        Self::start_with_limit(bind, public_base_url, tls, MAX_READERS).await
+    }
+
+    /// [`LiveLogServer::start`] with at most `max_readers` readers connected at once.
+    pub(crate) async fn start_with_limit(
+        bind: SocketAddr,
+        public_base_url: Option<Url>,
+        tls: Option<TlsFiles>,
+        max_readers: usize,
+    ) -> Result<LiveLogServer, LiveLogError> {
         if let Some(url) = &public_base_url {
             check_base_url(url)?;
         }
@@ -194,7 +209,7 @@ impl LiveLogServer {
             None => default_base_url(local_addr, tls.is_some()),
         };
         let routes: Routes = Arc::default();
-        let app = router(routes.clone());
+        let app = router(routes.clone(), Arc::new(Semaphore::new(max_readers)));
         let handle = axum_server::Handle::new();
         let service = app.into_make_service();
         let task = match tls_config {
@@ -347,11 +362,20 @@ async fn read_tls_file(what: &'static str, path: &Path) -> Result<Vec<u8>, LiveL
         })
 }
 
-fn router(routes: Routes) -> Router {
+/// What the log route needs: the logs by token, and the reader slots.
+#[derive(Clone)]
+struct Served {
+    routes: Routes,
+    readers: Arc<Semaphore>,
+}
+
+fn router(routes: Routes, readers: Arc<Semaphore>) -> Router {
     Router::new()
         .route(
             "/log/{token}",
-            get(serve_log).options(preflight).with_state(routes),
+            get(serve_log)
+                .options(preflight)
+                .with_state(Served { routes, readers }),
         )
         .fallback(not_found)
         .layer(axum::middleware::map_response(allow_any_origin))
@@ -359,11 +383,11 @@ fn router(routes: Routes) -> Router {
 
 /// GET (and HEAD, which axum answers from the GET handler without the body).
 async fn serve_log(
-    State(routes): State<Routes>,
+    State(served): State<Served>,
     UrlPath(token): UrlPath<String>,
     method: Method,
 ) -> Response {
-    let Some(followers) = lock(&routes).get(&token).cloned() else {
+    let Some(followers) = lock(&served.routes).get(&token).cloned() else {
         return not_found().await.into_response();
     };
     let headers = [(
@@ -373,8 +397,22 @@ async fn serve_log(
     if method == Method::HEAD {
         return (headers, Body::empty()).into_response();
     }
+    // Readers are bounded: each holds a slot (and an open file) until its connection ends.
+    let Ok(slot) = served.readers.clone().try_acquire_owned() else {
+        tracing::warn!("too many live log readers: refusing one");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            "too many live log readers, try again later\n",
+        )
+            .into_response();
+    };
     tracing::debug!("live log reader connected");
-    (headers, Body::from_stream(followers.follow())).into_response()
+    let body = followers.follow().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    (headers, Body::from_stream(body)).into_response()
 }
 
 /// CORS preflight: the log is public to whoever holds the URL.
@@ -403,6 +441,39 @@ async fn allow_any_origin(mut response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readers_are_bounded_and_a_slot_frees_when_a_reader_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = crate::livelog::TaskLog::create(dir.path().join("log"))
+            .await
+            .unwrap();
+        log.write(b"hello\n").await.unwrap();
+        let server = LiveLogServer::start_with_limit("127.0.0.1:0".parse().unwrap(), None, None, 1)
+            .await
+            .unwrap();
+        let reg = server.register(log.followers());
+        let url = reg.url().clone();
+        let first = reqwest::get(url.clone()).await.unwrap();
+        assert_eq!(first.status(), 200);
+        let second = reqwest::get(url.clone()).await.unwrap();
+        assert_eq!(second.status(), 503);
+        assert_eq!(second.headers()["retry-after"], "10");
+        drop(first);
+        // The first reader's slot comes back once its connection is gone.
+        let mut status = 0;
+        for _ in 0..50 {
+            status = reqwest::get(url.clone()).await.unwrap().status().as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 200);
+        log.close().await.unwrap();
+        drop(reg);
+        server.shutdown().await;
+    }
 
     #[test]
     fn default_base_url_uses_loopback_for_unspecified_addresses() {
